@@ -1,0 +1,80 @@
+"""The Litestar application factory. Settings come in as arguments, never from import time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.middleware.base import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+
+from ledger.api.auth import PUBLIC_PATHS, TokenAuthMiddleware
+from ledger.api.controllers.assets import AssetsController
+from ledger.api.controllers.audit import AuditController
+from ledger.api.controllers.health import HealthController
+from ledger.api.controllers.imports import ImportsController
+from ledger.api.controllers.policies import PoliciesController
+from ledger.api.deps import dependencies
+from ledger.api.errors import exception_handlers
+from ledger.api.state import AppState
+from ledger.config import Settings
+from ledger.db.pool import create_pool
+from ledger.services.policies import PolicyRegistry
+
+__all__ = ["create_app"]
+
+
+def create_app(
+    settings: Settings,
+    database_url: str,
+    *,
+    policies: PolicyRegistry | None = None,
+    inline_worker: bool = False,
+) -> Litestar:
+    """Build the app. ``inline_worker`` runs a queue consumer inside this process (tests, demos);
+    `ledger serve` runs workers as separate processes instead."""
+    state = AppState(
+        settings=settings,
+        database_url=database_url,
+        policies=policies or PolicyRegistry.load_dir(settings.policies_dir),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        state.pool = await create_pool(database_url, min_size=1, max_size=10)
+        worker_task: asyncio.Task[None] | None = None
+        worker: Any = None
+        if inline_worker:
+            from ledger.jobs.worker import Worker
+
+            worker = Worker(settings, database_url, state.policies)
+            worker_task = asyncio.create_task(worker.run())
+        try:
+            yield
+        finally:
+            if worker is not None and worker_task is not None:
+                worker.stop()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait_for(worker_task, timeout=10)
+            await state.pool.close()
+
+    return Litestar(
+        route_handlers=[
+            HealthController,
+            ImportsController,
+            AssetsController,
+            AuditController,
+            PoliciesController,
+        ],
+        dependencies=dependencies,
+        exception_handlers=exception_handlers,
+        middleware=[DefineMiddleware(TokenAuthMiddleware, exclude=PUBLIC_PATHS)],
+        lifespan=[lifespan],
+        state=State({"ledger": state}),
+        openapi_config=OpenAPIConfig(title="ledger", version="0.1.0", path="/schema"),
+        debug=False,
+    )

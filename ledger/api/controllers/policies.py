@@ -1,0 +1,49 @@
+"""/policies: the validation policies this service enforces."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Controller, get
+
+from ledger.api.state import AppState
+from ledger.errors import NotFound
+from ledger.services.access import READERS, Principal, require_role
+from ledger.services.policies import UnknownPolicy
+
+__all__ = ["PoliciesController"]
+
+
+class PolicySummary(msgspec.Struct, frozen=True):
+    name: str
+    version: str
+    sha256: str
+    title: str | None
+
+
+class PolicyDetail(msgspec.Struct, frozen=True):
+    name: str
+    version: str
+    sha256: str
+    title: str | None
+    descriptor: dict[str, Any]
+
+
+class PoliciesController(Controller):
+    path = "/policies"
+    tags = ["policies"]
+
+    @get("/", summary="Every policy, with its version and SHA-256")
+    async def list(self, ledger: AppState, principal: Principal) -> list[PolicySummary]:
+        require_role(principal, READERS)
+        return [PolicySummary(p.name, p.version, p.sha256, p.title) for p in ledger.policies.all()]
+
+    @get("/{name:str}", summary="One policy's full descriptor")
+    async def get(self, name: str, ledger: AppState, principal: Principal) -> PolicyDetail:
+        require_role(principal, READERS)
+        try:
+            p = ledger.policies.get(name)
+        except UnknownPolicy as exc:
+            raise NotFound("not_found", str(exc)) from exc
+        return PolicyDetail(p.name, p.version, p.sha256, p.title, p.descriptor)

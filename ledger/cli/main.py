@@ -1,0 +1,235 @@
+"""The `ledger` command: serve, worker, migrate, token, verify."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from ledger.config import Settings
+from ledger.db.tables import ROLES
+from ledger.logs import configure_logging
+
+__all__ = ["main"]
+
+# The database the embedded server keeps our schema in.
+EMBEDDED_DB = "ledger"
+
+
+def resolve_database(settings: Settings, *, stop_on_exit: bool = True) -> tuple[str, Any]:
+    """The database URL to use: LEDGER_DATABASE_URL, or the embedded server under LEDGER_HOME.
+
+    Returns the URL and, for the embedded server, a handle to keep alive while in use.
+    """
+    if settings.database_url:
+        return settings.database_url, None
+    from ledger.db.embedded import start_embedded
+
+    server_url, handle = start_embedded(settings.pgdata, stop_on_exit=stop_on_exit)
+    asyncio.run(_ensure_database(server_url, EMBEDDED_DB))
+    # The wheel's URL points at the maintenance database; ours sits beside it.
+    base, _, query = server_url.partition("?")
+    url = base.rsplit("/", 1)[0] + "/" + EMBEDDED_DB + ("?" + query if query else "")
+    return url, handle
+
+
+async def _ensure_database(server_url: str, name: str) -> None:
+    from ledger.db.pool import connect
+
+    conn = await connect(server_url)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+def _migrate(url: str) -> None:
+    from ledger.db.migrate import upgrade
+
+    upgrade(url)
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    url, _handle = resolve_database(settings)
+    _migrate(url)
+    print("migrations applied")
+    return 0
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ledger.api.app import create_app
+    from ledger.services.policies import PolicyRegistry
+
+    # Load policies first: a malformed policy stops start-up before anything else happens.
+    policies = PolicyRegistry.load_dir(settings.policies_dir)
+    url, _handle = resolve_database(settings)
+    _migrate(url)
+    admin = asyncio.run(_first_admin_token(url))
+    workers = _spawn_workers(url, args.workers or settings.workers)
+    app = create_app(settings, url, policies=policies)
+    where = f"http://{args.host}:{args.port}"
+    if admin:
+        print(f"first start: an admin token was created (shown once):\n  {admin}", flush=True)
+    print(f"ledger listening on {where}  (API schema: {where}/schema/swagger)", flush=True)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    finally:
+        for proc in workers:
+            proc.send_signal(signal.SIGTERM)
+        for proc in workers:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return 0
+
+
+def _spawn_workers(url: str, count: int) -> list[subprocess.Popen[bytes]]:
+    env = {**os.environ, "LEDGER_DATABASE_URL": url}
+    return [
+        subprocess.Popen([sys.executable, "-m", "ledger.cli.main", "worker"], env=env)
+        for _ in range(max(1, count))
+    ]
+
+
+async def _first_admin_token(url: str) -> str | None:
+    from ledger.db.pool import connect
+    from ledger.db.tokens import any_admin, create_token
+
+    conn = await connect(url)
+    try:
+        async with conn.transaction():
+            # Two servers starting at once must not both mint the first admin token.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('ledger.first_admin'))")
+            if await any_admin(conn):
+                return None
+            token, _ = await create_token(conn, role="admin", label="first start")
+            return token
+    finally:
+        await conn.close()
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from ledger.jobs.worker import run_worker
+
+    url, _handle = resolve_database(settings)
+    with _terminate_as_interrupt():
+        try:
+            run_worker(settings, url)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+class _terminate_as_interrupt:
+    """SIGTERM (from `ledger serve` or a supervisor) stops a worker like Ctrl-C does."""
+
+    def __enter__(self) -> None:
+        self._old = signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGTERM, self._old)
+
+
+def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
+    from ledger.db.pool import connect
+    from ledger.db.tokens import create_token
+
+    labs = args.lab or []
+    if args.role == "lab_manager" and not labs:
+        print("a lab_manager token needs at least one --lab", file=sys.stderr)
+        return 2
+    url, _handle = resolve_database(settings)
+
+    async def run() -> str:
+        conn = await connect(url)
+        try:
+            token, _ = await create_token(conn, role=args.role, labs=labs, label=args.label)
+            return token
+        finally:
+            await conn.close()
+
+    token = asyncio.run(run())
+    print(f"created a {args.role} token" + (f" for labs {', '.join(labs)}" if labs else ""), file=sys.stderr)
+    print(token)
+    return 0
+
+
+def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    from ledger.db.audit import verify_ledger
+    from ledger.db.pool import connect
+
+    url, _handle = resolve_database(settings)
+
+    async def run() -> Any:
+        conn = await connect(url)
+        try:
+            return await verify_ledger(conn)
+        finally:
+            await conn.close()
+
+    report = asyncio.run(run())
+    print(msgspec.json.encode(report).decode())
+    if report.ok:
+        print(
+            f"ledger intact: {report.batches_checked} batches, {report.records_checked} records verified",
+            file=sys.stderr,
+        )
+        return 0
+    failure = report.first_failure
+    assert failure is not None
+    where = f"batch {failure.batch_seq}" + ("" if failure.entry is None else f", entry {failure.entry}")
+    print(f"LEDGER TAMPERED: {where}: {failure.reason}: {failure.detail}", file=sys.stderr)
+    return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ledger", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="start the HTTP API and worker(s); embedded PostgreSQL by default")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=0, help="worker processes (default LEDGER_WORKERS or 1)")
+    serve.set_defaults(func=cmd_serve)
+
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+    sub.add_parser("worker", help="run one import worker").set_defaults(func=cmd_worker)
+
+    token = sub.add_parser("token", help="manage API tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    create = token_sub.add_parser("create", help="create a token; it is printed as the last line")
+    create.add_argument("--role", required=True, choices=ROLES)
+    create.add_argument("--lab", action="append", help="a lab the token acts for (repeatable)")
+    create.add_argument("--label", help="a note on whom the token is for")
+    create.set_defaults(func=cmd_token_create)
+
+    sub.add_parser(
+        "verify", help="recompute every hash of the ledger; exit 0 intact, 1 tampered"
+    ).set_defaults(func=cmd_verify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    try:
+        code: int = args.func(settings, args)
+    except KeyboardInterrupt:
+        code = 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

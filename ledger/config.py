@@ -1,0 +1,61 @@
+"""Settings, read from the environment only when asked (never at import time)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+__all__ = ["Settings"]
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    # None means "start the embedded PostgreSQL under home/pgdata".
+    database_url: str | None = None
+    home: Path = Path(".ledger")
+    policies_dir: Path = Path("policies")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    # Committed rows per ledger batch (one Merkle root and one chain link each).
+    batch_rows_max: int = 10_000
+    upload_bytes_max: int = 2 * 1024**3
+    log_level: str = "info"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.home / "spool"
+
+    @property
+    def pgdata(self) -> Path:
+        return self.home / "pgdata"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        if url := env.get("LEDGER_DATABASE_URL"):
+            values["database_url"] = url
+        if home := env.get("LEDGER_HOME"):
+            values["home"] = Path(home)
+        if policies := env.get("LEDGER_POLICIES_DIR"):
+            values["policies_dir"] = Path(policies)
+        for key, name in (
+            ("batch_rows_max", "LEDGER_BATCH_ROWS"),
+            ("upload_bytes_max", "LEDGER_UPLOAD_BYTES_MAX"),
+            ("workers", "LEDGER_WORKERS"),
+        ):
+            if raw := env.get(name):
+                try:
+                    values[key] = int(raw)
+                except ValueError as exc:
+                    raise ValueError(f"{name} must be a whole number, got {raw!r}") from exc
+        if level := env.get("LEDGER_LOG_LEVEL"):
+            values["log_level"] = level
+        values.update(overrides)
+        settings = cls(**values)  # type: ignore[arg-type]
+        if settings.batch_rows_max < 1:
+            raise ValueError("LEDGER_BATCH_ROWS must be at least 1")
+        return settings

@@ -1,0 +1,190 @@
+"""Import records: creation with idempotency, status and progress, row outcomes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "ImportRecord",
+    "RowOutcome",
+    "find_by_key",
+    "get_import",
+    "insert_import",
+    "iter_quarantined",
+    "list_rows",
+    "mark_failed",
+    "set_progress",
+    "set_status",
+]
+
+TERMINAL_STATUSES = frozenset({"done", "failed", "cancelled"})
+
+Conn = asyncpg.Connection[Any] | asyncpg.Pool[Any]
+
+
+class ImportRecord(msgspec.Struct, frozen=True, kw_only=True):
+    id: uuid.UUID
+    idempotency_key: str
+    lab: str
+    policy_name: str
+    policy_version: str
+    policy_sha256: str
+    manifest_sha256: str
+    manifest_bytes: int
+    filename: str | None
+    spool_path: str
+    dry_run: bool
+    status: str
+    rows_total: int
+    rows_committed: int
+    rows_duplicate: int
+    rows_quarantined: int
+    bytes_read: int
+    error: dict[str, Any] | None
+    accepted_body: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+_COLUMNS = ", ".join(ImportRecord.__struct_fields__)
+
+
+def _record(row: asyncpg.Record) -> ImportRecord:
+    return ImportRecord(**dict(row))
+
+
+async def insert_import(conn: Conn, record: ImportRecord, submitted_by: uuid.UUID | None) -> bool:
+    """Insert unless (lab, idempotency_key) exists; True when this call created it."""
+    created = await conn.fetchval(
+        """
+        INSERT INTO imports (id, idempotency_key, lab, policy_name, policy_version, policy_sha256,
+                             manifest_sha256, manifest_bytes, filename, spool_path, dry_run, status,
+                             accepted_body, submitted_by, created_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'queued', $12, $13, $14)
+        ON CONFLICT (lab, idempotency_key) DO NOTHING
+        RETURNING true
+        """,
+        record.id,
+        record.idempotency_key,
+        record.lab,
+        record.policy_name,
+        record.policy_version,
+        record.policy_sha256,
+        record.manifest_sha256,
+        record.manifest_bytes,
+        record.filename,
+        record.spool_path,
+        record.dry_run,
+        record.accepted_body,
+        submitted_by,
+        record.created_at,
+    )
+    return bool(created)
+
+
+async def get_import(conn: Conn, import_id: uuid.UUID) -> ImportRecord | None:
+    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM imports WHERE id = $1", import_id)
+    return None if row is None else _record(row)
+
+
+async def find_by_key(conn: Conn, lab: str, key: str) -> ImportRecord | None:
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM imports WHERE lab = $1 AND idempotency_key = $2", lab, key
+    )
+    return None if row is None else _record(row)
+
+
+async def set_status(conn: Conn, import_id: uuid.UUID, status: str) -> None:
+    await conn.execute(
+        """
+        UPDATE imports SET status = $2,
+               started_at = CASE WHEN started_at IS NULL AND $2 <> 'queued' THEN now() ELSE started_at END,
+               finished_at = CASE WHEN $2 IN ('done', 'failed', 'cancelled') THEN now() ELSE finished_at END
+        WHERE id = $1
+        """,
+        import_id,
+        status,
+    )
+
+
+async def set_progress(conn: Conn, import_id: uuid.UUID, *, rows: int, bytes_read: int) -> None:
+    await conn.execute(
+        "UPDATE imports SET rows_total = $2, bytes_read = $3 WHERE id = $1", import_id, rows, bytes_read
+    )
+
+
+async def mark_failed(conn: Conn, import_id: uuid.UUID, error: dict[str, Any]) -> None:
+    await conn.execute(
+        """
+        UPDATE imports SET status = 'failed', error = $2, finished_at = now(),
+               rows_total = 0, rows_committed = 0, rows_duplicate = 0, rows_quarantined = 0
+        WHERE id = $1
+        """,
+        import_id,
+        error,
+    )
+
+
+class RowOutcome(msgspec.Struct, frozen=True):
+    row: int
+    outcome: str
+    key: list[str] | None
+    revision: int | None
+    errors: list[dict[str, str]]
+
+
+async def list_rows(
+    conn: Conn, import_id: uuid.UUID, *, outcome: str | None, after: int, limit: int
+) -> list[RowOutcome]:
+    rows = await conn.fetch(
+        """
+        SELECT row_no, outcome, asset_id, grant_code, revision, errors FROM import_rows
+        WHERE import_id = $1 AND ($2::text IS NULL OR outcome = $2) AND row_no > $3
+        ORDER BY row_no LIMIT $4
+        """,
+        import_id,
+        outcome,
+        after,
+        limit,
+    )
+    return [
+        RowOutcome(
+            row=r["row_no"],
+            outcome=r["outcome"],
+            key=None if r["asset_id"] is None else [r["asset_id"], r["grant_code"]],
+            revision=r["revision"],
+            errors=r["errors"] or [],
+        )
+        for r in rows
+    ]
+
+
+async def iter_quarantined(
+    conn: asyncpg.Connection[Any], import_id: uuid.UUID, *, page: int = 5_000
+) -> AsyncIterator[tuple[int, list[dict[str, str]], list[str]]]:
+    """(row, errors, cells) of every quarantined row, in row order, a page at a time."""
+    after = 0
+    while True:
+        rows = await conn.fetch(
+            """
+            SELECT row_no, errors, cells FROM import_rows
+            WHERE import_id = $1 AND outcome = 'quarantined' AND row_no > $2
+            ORDER BY row_no LIMIT $3
+            """,
+            import_id,
+            after,
+            page,
+        )
+        for r in rows:
+            yield r["row_no"], r["errors"] or [], r["cells"] or []
+        if len(rows) < page:
+            return
+        after = rows[-1]["row_no"]

@@ -1,0 +1,318 @@
+"""The append-only store: one transaction turns a staged import into ledger batches.
+
+Record hashes were computed by the worker before this runs; under the head lock we only
+classify rows with set-based SQL, fold precomputed leaf hashes into batch roots, link the
+chain and insert. Nothing here is per row except streaming leaf hashes through Python.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from ledger.core import merkle, records
+from ledger.core.hashing import leaf_hash
+
+__all__ = ["FinalizeResult", "ImportContext", "finalize_import"]
+
+# Rows fetched per round trip when streaming hashes out of a cursor.
+_FETCH_ROWS = 10_000
+
+
+class ImportContext(msgspec.Struct, frozen=True, kw_only=True):
+    import_id: uuid.UUID
+    lab: str
+    policy_name: str
+    policy_version: str
+    policy_sha256: str
+    manifest_sha256: str
+    dry_run: bool
+
+
+class FinalizeResult(msgspec.Struct, frozen=True, kw_only=True):
+    rows_total: int
+    rows_committed: int
+    rows_duplicate: int
+    rows_quarantined: int
+    batches: list[tuple[int, bytes]]  # (seq, batch_hash) of the asset batches
+
+
+_CLASSIFY = """
+CREATE TEMP TABLE import_decisions (
+    row_no bigint PRIMARY KEY, asset_id text, grant_code text, leaf_hash bytea,
+    decision text, revision integer, conflict_rows bigint[], ord bigint
+) ON COMMIT DROP;
+
+"""
+
+# One statement decides every valid row: a key seen with two contents in the manifest is a
+# conflict (all its rows quarantined); content equal to the ledger's latest revision is a
+# duplicate; otherwise the key's first row commits and later identical rows are duplicates.
+_DECIDE = """
+INSERT INTO import_decisions (row_no, asset_id, grant_code, leaf_hash, decision, revision, conflict_rows)
+WITH valid AS (
+    SELECT row_no, asset_id, grant_code, leaf_hash FROM import_staging
+    WHERE import_id = $1 AND errors IS NULL
+), keys AS (
+    SELECT asset_id, grant_code, min(row_no) AS first_row, count(DISTINCT leaf_hash) AS variants,
+           (array_agg(row_no ORDER BY row_no))[1:10] AS sample_rows
+    FROM valid GROUP BY asset_id, grant_code
+)
+SELECT v.row_no, v.asset_id, v.grant_code, v.leaf_hash,
+       CASE WHEN k.variants > 1 THEN 'conflict'
+            WHEN a.leaf_hash = v.leaf_hash THEN 'duplicate'
+            WHEN v.row_no = k.first_row THEN 'commit'
+            ELSE 'duplicate' END,
+       CASE WHEN k.variants > 1 THEN NULL
+            WHEN a.leaf_hash = v.leaf_hash THEN a.revision
+            ELSE coalesce(a.revision, 0) + 1 END,
+       CASE WHEN k.variants > 1 THEN k.sample_rows END
+FROM valid v
+JOIN keys k USING (asset_id, grant_code)
+LEFT JOIN assets a USING (asset_id, grant_code)
+"""
+
+_ORDER_COMMITS = """
+UPDATE import_decisions d SET ord = o.ord
+FROM (SELECT row_no, row_number() OVER (ORDER BY row_no) - 1 AS ord
+      FROM import_decisions WHERE decision = 'commit') o
+WHERE d.row_no = o.row_no
+"""
+
+_INSERT_ENTRIES = """
+INSERT INTO ledger_entries (batch_seq, idx, kind, record, leaf_hash, asset_id, grant_code,
+                            revision, import_id, row_no)
+SELECT $2 + d.ord / $3, d.ord % $3, 'asset', s.record, s.leaf_hash, s.asset_id, s.grant_code,
+       d.revision, $1, s.row_no
+FROM import_decisions d
+JOIN import_staging s ON s.import_id = $1 AND s.row_no = d.row_no
+WHERE d.decision = 'commit'
+ORDER BY d.ord
+"""
+
+_INSERT_ROWS = """
+INSERT INTO import_rows (import_id, row_no, outcome, asset_id, grant_code, revision, record_hash,
+                         errors, cells)
+SELECT $1, s.row_no,
+       CASE WHEN s.errors IS NOT NULL OR d.decision = 'conflict' THEN 'quarantined'
+            WHEN d.decision = 'commit' THEN 'committed'
+            ELSE 'duplicate' END,
+       s.asset_id, s.grant_code, d.revision,
+       CASE WHEN s.errors IS NULL AND d.decision <> 'conflict' THEN s.leaf_hash END,
+       CASE WHEN s.errors IS NOT NULL THEN s.errors
+            WHEN d.decision = 'conflict' THEN jsonb_build_array(jsonb_build_object(
+                'field', 'key',
+                'rule', 'duplicate_key_in_manifest',
+                'message', format('asset_id %s with grant_code %s appears with different content '
+                                  'in rows %s', s.asset_id, s.grant_code,
+                                  array_to_string(d.conflict_rows, ', '))))
+       END,
+       CASE WHEN s.errors IS NOT NULL OR d.decision = 'conflict' THEN s.cells END
+FROM import_staging s
+LEFT JOIN import_decisions d ON d.row_no = s.row_no
+WHERE s.import_id = $1
+"""
+
+_UPSERT_ASSETS = """
+INSERT INTO assets (asset_id, grant_code, lab, category, location, revision, entry_id, batch_seq,
+                    leaf_hash, data, updated_at)
+SELECT e.asset_id, e.grant_code, $2, r.data ->> 'category', r.data ->> 'location', e.revision,
+       e.id, e.batch_seq, e.leaf_hash, r.data, $3
+FROM ledger_entries e
+CROSS JOIN LATERAL (SELECT (convert_from(e.record, 'UTF8')::jsonb) -> 'data' AS data) r
+WHERE e.import_id = $1 AND e.kind = 'asset'
+ON CONFLICT (asset_id, grant_code) DO UPDATE SET
+    lab = EXCLUDED.lab, category = EXCLUDED.category, location = EXCLUDED.location,
+    revision = EXCLUDED.revision, entry_id = EXCLUDED.entry_id, batch_seq = EXCLUDED.batch_seq,
+    leaf_hash = EXCLUDED.leaf_hash, data = EXCLUDED.data, updated_at = EXCLUDED.updated_at
+"""
+
+_COUNTS = """
+SELECT count(*) AS total,
+       count(*) FILTER (WHERE outcome = 'committed') AS committed,
+       count(*) FILTER (WHERE outcome = 'duplicate') AS duplicate,
+       count(*) FILTER (WHERE outcome = 'quarantined') AS quarantined
+FROM import_rows WHERE import_id = $1
+"""
+
+_INSERT_BATCH = """
+INSERT INTO ledger_batches (seq, kind, batch_hash, records, manifest_sha256, policy_sha256,
+                            committed_at, chain_hash, import_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+"""
+
+
+async def finalize_import(
+    conn: asyncpg.Connection[Any], ctx: ImportContext, *, batch_rows_max: int
+) -> FinalizeResult:
+    """Classify, commit and account for every staged row of one import, atomically.
+
+    A dry run classifies against the ledger and records the row outcomes but takes no
+    lock and writes no batch, entry, receipt or asset.
+    """
+    async with conn.transaction():
+        head: asyncpg.Record | None = None
+        if not ctx.dry_run:
+            # The head lock serialises linking, and also the dedupe decisions that depend
+            # on what the previous import committed.
+            head = await conn.fetchrow(
+                "SELECT seq, chain_hash FROM ledger_head WHERE id = 1 FOR UPDATE"
+            )
+            assert head is not None, "ledger_head row missing: run migrations"
+        await conn.execute(_CLASSIFY)
+        await conn.execute(_DECIDE, ctx.import_id)
+        await conn.execute(_ORDER_COMMITS)
+        await conn.execute(_INSERT_ROWS, ctx.import_id)
+        counts = await conn.fetchrow(_COUNTS, ctx.import_id)
+        assert counts is not None
+        batches: list[tuple[int, bytes]] = []
+        if head is not None:
+            now = datetime.now(UTC)
+            seq, prev = int(head["seq"]), bytes(head["chain_hash"])
+            first_seq = seq + 1
+            asset_roots = await _batch_roots(conn, batch_rows_max)
+            rows: list[tuple[Any, ...]] = []
+            for root, size in asset_roots:
+                seq += 1
+                prev, row = _link(seq, "assets", root, size, ctx, now, prev)
+                rows.append(row)
+                batches.append((seq, root))
+            if rows:
+                await conn.executemany(_INSERT_BATCH, rows)
+                await conn.execute(_INSERT_ENTRIES, ctx.import_id, first_seq, batch_rows_max)
+                await conn.execute(_UPSERT_ASSETS, ctx.import_id, ctx.lab, now)
+            outcomes_root = await _outcomes_root(conn, ctx.import_id)
+            receipt = records.receipt_record(
+                task_id=str(ctx.import_id),
+                lab=ctx.lab,
+                manifest_sha256=ctx.manifest_sha256,
+                policy_name=ctx.policy_name,
+                policy_version=ctx.policy_version,
+                policy_sha256=ctx.policy_sha256,
+                rows_total=counts["total"],
+                rows_committed=counts["committed"],
+                rows_duplicate=counts["duplicate"],
+                rows_quarantined=counts["quarantined"],
+                outcomes_root=outcomes_root.hex(),
+                batches=[(s, h.hex()) for s, h in batches],
+            )
+            receipt_leaf = leaf_hash(receipt)
+            seq += 1
+            prev, row = _link(seq, "receipt", merkle.root([receipt_leaf]), 1, ctx, now, prev)
+            await conn.execute(_INSERT_BATCH, *row)
+            await conn.execute(
+                """
+                INSERT INTO ledger_entries (batch_seq, idx, kind, record, leaf_hash, import_id)
+                VALUES ($1, 0, 'receipt', $2, $3, $4)
+                """,
+                seq,
+                receipt,
+                receipt_leaf,
+                ctx.import_id,
+            )
+            await conn.execute(
+                "UPDATE ledger_head SET seq = $1, chain_hash = $2 WHERE id = 1", seq, prev
+            )
+        await conn.execute(
+            """
+            UPDATE imports SET status = 'done', finished_at = now(), error = NULL,
+                   rows_total = $2, rows_committed = $3, rows_duplicate = $4, rows_quarantined = $5
+            WHERE id = $1
+            """,
+            ctx.import_id,
+            counts["total"],
+            counts["committed"],
+            counts["duplicate"],
+            counts["quarantined"],
+        )
+        await conn.execute("DELETE FROM import_staging WHERE import_id = $1", ctx.import_id)
+    return FinalizeResult(
+        rows_total=counts["total"],
+        rows_committed=counts["committed"],
+        rows_duplicate=counts["duplicate"],
+        rows_quarantined=counts["quarantined"],
+        batches=batches,
+    )
+
+
+def _link(
+    seq: int,
+    kind: str,
+    root: bytes,
+    size: int,
+    ctx: ImportContext,
+    now: datetime,
+    prev: bytes,
+) -> tuple[bytes, tuple[Any, ...]]:
+    header = records.BatchHeader(
+        seq=seq,
+        kind=kind,
+        batch_hash=root.hex(),
+        records=size,
+        manifest_sha256=ctx.manifest_sha256,
+        policy_sha256=ctx.policy_sha256,
+        committed_at=records.format_time(now),
+    )
+    link = records.chain_hash(prev, records.encode_header(header))
+    row = (
+        seq,
+        kind,
+        root,
+        size,
+        ctx.manifest_sha256,
+        ctx.policy_sha256,
+        now,
+        link,
+        ctx.import_id,
+    )
+    return link, row
+
+
+async def _batch_roots(conn: asyncpg.Connection[Any], batch_rows_max: int) -> list[tuple[bytes, int]]:
+    """Merkle root and size of each batch of committed rows, in row order."""
+    roots: list[tuple[bytes, int]] = []
+    pending: list[bytes] = []
+    cursor = conn.cursor(
+        "SELECT leaf_hash FROM import_decisions WHERE decision = 'commit' ORDER BY ord",
+        prefetch=_FETCH_ROWS,
+    )
+    async for row in cursor:
+        pending.append(bytes(row[0]))
+        if len(pending) == batch_rows_max:
+            roots.append((merkle.root(pending), len(pending)))
+            pending = []
+    if pending:
+        roots.append((merkle.root(pending), len(pending)))
+    return roots
+
+
+async def _outcomes_root(conn: asyncpg.Connection[Any], import_id: uuid.UUID) -> bytes:
+    acc = merkle.MerkleAccumulator()
+    cursor = conn.cursor(
+        """
+        SELECT row_no, outcome, record_hash, errors, cells FROM import_rows
+        WHERE import_id = $1 ORDER BY row_no
+        """,
+        import_id,
+        prefetch=_FETCH_ROWS,
+    )
+    async for row in cursor:
+        acc.append(leaf_hash(outcome_bytes(row)))
+    return acc.root()
+
+
+def outcome_bytes(row: asyncpg.Record | Sequence[Any]) -> bytes:
+    """The canonical row_outcome bytes for one import_rows row (shared with verification)."""
+    row_no, outcome, record_hash, errors, cells = row[0], row[1], row[2], row[3], row[4]
+    return records.row_outcome(
+        row=int(row_no),
+        outcome=outcome,
+        record_hash=None if record_hash is None else bytes(record_hash).hex(),
+        errors=[(e["field"], e["rule"]) for e in errors or ()],
+        cells=cells if outcome == "quarantined" else None,
+    )

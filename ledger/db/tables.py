@@ -1,0 +1,215 @@
+"""The schema, declared once. Alembic migrations must build exactly this (tests/db checks it).
+
+Ledger tables (append-only, guarded by triggers): ``ledger_batches``, ``ledger_entries``,
+``import_rows``. Everything else is working state or a projection that can be rebuilt
+from the ledger (``assets``) or from the import records (``imports``).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+
+__all__ = [
+    "APPEND_ONLY_TABLES",
+    "IMPORT_STATUSES",
+    "ROLES",
+    "assets",
+    "import_rows",
+    "import_staging",
+    "imports",
+    "ledger_batches",
+    "ledger_entries",
+    "ledger_head",
+    "metadata",
+    "tokens",
+]
+
+metadata = MetaData()
+
+ROLES = ("lab_manager", "compliance_officer", "auditor", "admin")
+IMPORT_STATUSES = (
+    "queued",
+    "parsing",
+    "validating",
+    "loading",
+    "finalizing",
+    "done",
+    "failed",
+    "cancelled",
+)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    # SHA-256 of the bearer token; the token itself is shown once and never stored.
+    Column("token_hash", LargeBinary, nullable=False, unique=True),
+    Column("role", Text, nullable=False),
+    Column("labs", ARRAY(Text), nullable=False, server_default=text("'{}'::text[]")),
+    Column("label", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("revoked_at", DateTime(timezone=True)),
+    CheckConstraint(_in("role", ROLES), name="tokens_role_check"),
+)
+
+imports = Table(
+    "imports",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("idempotency_key", Text, nullable=False),
+    Column("lab", Text, nullable=False),
+    Column("policy_name", Text, nullable=False),
+    Column("policy_version", Text, nullable=False),
+    Column("policy_sha256", Text, nullable=False),
+    Column("manifest_sha256", Text, nullable=False),
+    Column("manifest_bytes", BigInteger, nullable=False),
+    Column("filename", Text),
+    Column("spool_path", Text, nullable=False),
+    Column("dry_run", Boolean, nullable=False, server_default=text("false")),
+    Column("status", Text, nullable=False, server_default=text("'queued'")),
+    Column("rows_total", BigInteger, nullable=False, server_default=text("0")),
+    Column("rows_committed", BigInteger, nullable=False, server_default=text("0")),
+    Column("rows_duplicate", BigInteger, nullable=False, server_default=text("0")),
+    Column("rows_quarantined", BigInteger, nullable=False, server_default=text("0")),
+    Column("bytes_read", BigInteger, nullable=False, server_default=text("0")),
+    Column("error", JSONB),
+    # The manifest's header cells as written, for the error report.
+    Column("header", JSONB),
+    Column("accepted_body", JSONB, nullable=False),
+    Column("submitted_by", UUID(as_uuid=True), ForeignKey("tokens.id")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    CheckConstraint(_in("status", IMPORT_STATUSES), name="imports_status_check"),
+    UniqueConstraint("lab", "idempotency_key", name="imports_lab_idempotency_key"),
+)
+Index("imports_lab_created_idx", imports.c.lab, imports.c.created_at)
+
+# One row, locked FOR UPDATE by whoever links the next batch: the only serial point.
+ledger_head = Table(
+    "ledger_head",
+    metadata,
+    Column("id", SmallInteger, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("chain_hash", LargeBinary, nullable=False),
+    CheckConstraint("id = 1", name="ledger_head_single_row"),
+)
+
+ledger_batches = Table(
+    "ledger_batches",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("kind", Text, nullable=False),
+    Column("batch_hash", LargeBinary, nullable=False),
+    Column("records", Integer, nullable=False),
+    Column("manifest_sha256", Text),
+    Column("policy_sha256", Text),
+    Column("committed_at", DateTime(timezone=True), nullable=False),
+    Column("chain_hash", LargeBinary, nullable=False),
+    Column("import_id", UUID(as_uuid=True), ForeignKey("imports.id")),
+)
+Index("ledger_batches_import_idx", ledger_batches.c.import_id)
+
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("batch_seq", BigInteger, ForeignKey("ledger_batches.seq"), nullable=False),
+    Column("idx", Integer, nullable=False),
+    Column("kind", Text, nullable=False),
+    # The canonical bytes are the source of truth; every other column is an index into them.
+    Column("record", LargeBinary, nullable=False),
+    Column("leaf_hash", LargeBinary, nullable=False),
+    Column("asset_id", Text),
+    Column("grant_code", Text),
+    Column("revision", Integer),
+    Column("import_id", UUID(as_uuid=True), ForeignKey("imports.id")),
+    Column("row_no", BigInteger),
+    UniqueConstraint("batch_seq", "idx", name="ledger_entries_batch_idx"),
+)
+Index(
+    "ledger_entries_asset_idx",
+    ledger_entries.c.asset_id,
+    ledger_entries.c.grant_code,
+    ledger_entries.c.revision,
+)
+
+# The outcome of every data row of every import: the receipt's outcomes_root covers these.
+import_rows = Table(
+    "import_rows",
+    metadata,
+    Column("import_id", UUID(as_uuid=True), ForeignKey("imports.id"), primary_key=True),
+    Column("row_no", BigInteger, primary_key=True, autoincrement=False),
+    Column("outcome", Text, nullable=False),
+    Column("asset_id", Text),
+    Column("grant_code", Text),
+    Column("revision", Integer),
+    Column("record_hash", LargeBinary),
+    Column("errors", JSONB),
+    Column("cells", JSONB),
+    CheckConstraint(
+        "outcome IN ('committed', 'duplicate', 'quarantined')", name="import_rows_outcome_check"
+    ),
+)
+Index("import_rows_outcome_idx", import_rows.c.import_id, import_rows.c.outcome, import_rows.c.row_no)
+
+# Current state: the latest revision per key. A projection of ledger_entries, rebuilt at will.
+assets = Table(
+    "assets",
+    metadata,
+    Column("asset_id", Text, primary_key=True),
+    Column("grant_code", Text, primary_key=True),
+    Column("lab", Text, nullable=False),
+    Column("category", Text),
+    Column("location", Text),
+    Column("revision", Integer, nullable=False),
+    Column("entry_id", BigInteger, ForeignKey("ledger_entries.id"), nullable=False),
+    Column("batch_seq", BigInteger, nullable=False),
+    Column("leaf_hash", LargeBinary, nullable=False),
+    Column("data", JSONB, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+Index("assets_grant_idx", assets.c.grant_code)
+Index("assets_lab_idx", assets.c.lab, assets.c.asset_id, assets.c.grant_code)
+
+# Validated rows between the worker's COPY and the final transaction. UNLOGGED: it is
+# rebuilt from the spooled file if lost, so WAL for it would be wasted I/O.
+import_staging = Table(
+    "import_staging",
+    metadata,
+    Column("import_id", UUID(as_uuid=True), nullable=False),
+    Column("row_no", BigInteger, nullable=False),
+    Column("asset_id", Text),
+    Column("grant_code", Text),
+    Column("record", LargeBinary),
+    Column("leaf_hash", LargeBinary),
+    Column("errors", JSONB),
+    Column("cells", JSONB),
+    prefixes=["UNLOGGED"],
+)
+Index("import_staging_import_idx", import_staging.c.import_id, import_staging.c.row_no)
+
+APPEND_ONLY_TABLES = ("ledger_batches", "ledger_entries", "import_rows")

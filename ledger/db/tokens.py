@@ -1,0 +1,63 @@
+"""Bearer tokens: stored as SHA-256 digests, looked up by digest."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import msgspec
+
+__all__ = ["TokenRow", "any_admin", "create_token", "find_token", "token_digest"]
+
+_PREFIX = "ldg_"
+
+
+class TokenRow(msgspec.Struct, frozen=True):
+    id: uuid.UUID
+    role: str
+    labs: tuple[str, ...]
+
+
+def token_digest(token: str) -> bytes:
+    # The token carries 256 random bits, so a plain digest is enough: no password stretching.
+    return hashlib.sha256(token.encode()).digest()
+
+
+async def create_token(
+    conn: asyncpg.Connection[Any] | asyncpg.Pool[Any],
+    *,
+    role: str,
+    labs: Sequence[str] = (),
+    label: str | None = None,
+) -> tuple[str, TokenRow]:
+    token = _PREFIX + secrets.token_urlsafe(32)
+    row_id = uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO tokens (id, token_hash, role, labs, label) VALUES ($1, $2, $3, $4, $5)",
+        row_id,
+        token_digest(token),
+        role,
+        list(labs),
+        label,
+    )
+    return token, TokenRow(id=row_id, role=role, labs=tuple(labs))
+
+
+async def find_token(conn: asyncpg.Connection[Any] | asyncpg.Pool[Any], token: str) -> TokenRow | None:
+    row = await conn.fetchrow(
+        "SELECT id, role, labs FROM tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+        token_digest(token),
+    )
+    if row is None:
+        return None
+    return TokenRow(id=row["id"], role=row["role"], labs=tuple(row["labs"]))
+
+
+async def any_admin(conn: asyncpg.Connection[Any] | asyncpg.Pool[Any]) -> bool:
+    return bool(
+        await conn.fetchval("SELECT EXISTS (SELECT 1 FROM tokens WHERE role = 'admin' AND revoked_at IS NULL)")
+    )

@@ -1,0 +1,78 @@
+"""Errors the shell raises towards callers; the HTTP layer maps them to status and body.
+
+    ServiceError              code + human message (+ extra fields for the body)
+    ├── InvalidRequest        400/422: the request is wrong, say what to change
+    ├── Unauthorized          401: no valid token
+    ├── Forbidden             403: valid token, wrong role or lab
+    ├── NotFound              404
+    ├── Conflict              409
+    ├── PayloadTooLarge       413
+    └── Unavailable           503
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "Conflict",
+    "Forbidden",
+    "InvalidRequest",
+    "NotFound",
+    "PayloadTooLarge",
+    "ServiceError",
+    "Unauthorized",
+    "Unavailable",
+]
+
+
+class ServiceError(Exception):
+    status = 500
+    default_code = "internal"
+
+    def __init__(self, code: str | None = None, message: str = "", **extra: Any) -> None:
+        self.code = code or self.default_code
+        self.message = message
+        self.extra = extra
+        super().__init__(message)
+
+    def body(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, **self.extra}
+
+
+class InvalidRequest(ServiceError):
+    status = 422
+    default_code = "invalid_request"
+
+
+class Unauthorized(ServiceError):
+    status = 401
+    default_code = "unauthorized"
+
+
+class Forbidden(ServiceError):
+    status = 403
+    default_code = "forbidden"
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__("forbidden", message, **extra)
+
+
+class NotFound(ServiceError):
+    status = 404
+    default_code = "not_found"
+
+
+class Conflict(ServiceError):
+    status = 409
+    default_code = "conflict"
+
+
+class PayloadTooLarge(ServiceError):
+    status = 413
+    default_code = "upload_too_large"
+
+
+class Unavailable(ServiceError):
+    status = 503
+    default_code = "unavailable"

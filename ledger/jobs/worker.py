@@ -1,0 +1,68 @@
+"""The worker: takes import jobs off the queue and runs the pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+from pgqueuer.db import AsyncpgDriver
+from pgqueuer.models import Job
+from pgqueuer.qm import QueueManager
+from pgqueuer.queries import Queries
+
+from ledger.config import Settings
+from ledger.db.pool import connect, create_pool
+from ledger.ingest.pipeline import run_import
+from ledger.jobs.queue import IMPORT_ENTRYPOINT
+from ledger.logs import get_logger
+from ledger.services.policies import PolicyRegistry
+
+__all__ = ["Worker", "run_worker"]
+
+log = get_logger("ledger.worker")
+
+
+class Worker:
+    """One queue consumer: a LISTEN connection for pgqueuer and a pool for the pipeline."""
+
+    def __init__(self, settings: Settings, database_url: str, policies: PolicyRegistry) -> None:
+        self.settings = settings
+        self.database_url = database_url
+        self.policies = policies
+        self._qm: QueueManager | None = None
+        self._conn: asyncpg.Connection[Any] | None = None
+        self._pool: asyncpg.Pool[Any] | None = None
+
+    async def run(self) -> None:
+        self._conn = await connect(self.database_url)
+        self._pool = await create_pool(self.database_url, min_size=1, max_size=3)
+        qm = QueueManager(Queries(AsyncpgDriver(self._conn)))
+        self._qm = qm
+        pool = self._pool
+
+        @qm.entrypoint(IMPORT_ENTRYPOINT)
+        async def import_manifest(job: Job) -> None:
+            assert job.payload is not None
+            import_id = uuid.UUID(job.payload.decode())
+            async with pool.acquire() as conn:
+                await run_import(conn, import_id, self.policies, self.settings)
+
+        log.info("worker_started", stage="worker")
+        try:
+            await qm.run(dequeue_timeout=timedelta(seconds=5), batch_size=1)
+        finally:
+            await self._pool.close()
+            await self._conn.close()
+
+    def stop(self) -> None:
+        if self._qm is not None:
+            self._qm.shutdown.set()
+
+
+def run_worker(settings: Settings, database_url: str) -> None:
+    policies = PolicyRegistry.load_dir(settings.policies_dir)
+    worker = Worker(settings, database_url, policies)
+    asyncio.run(worker.run())

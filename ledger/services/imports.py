@@ -1,0 +1,288 @@
+"""Submitting manifests and reading back what became of them. The HTTP layer only translates."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from ledger.config import Settings
+from ledger.db import imports as imports_db
+from ledger.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
+from ledger.ingest.errors_csv import ErrorReportRow, iter_errors_csv
+from ledger.ingest.spool import MultipartError, UploadTooLarge, receive_multipart
+from ledger.jobs.queue import enqueue_import
+from ledger.services.access import Principal, require_lab, require_role, submission_lab
+from ledger.services.policies import PolicyRegistry, UnknownPolicy
+
+__all__ = [
+    "Accepted",
+    "BatchView",
+    "ImportStatus",
+    "RowsPage",
+    "error_report",
+    "get_status",
+    "list_rows",
+    "submit",
+]
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off", ""}
+_OUTCOMES = ("committed", "duplicate", "quarantined")
+IDEMPOTENCY_KEY_MAX = 200
+
+
+class Accepted(msgspec.Struct, frozen=True):
+    task_id: str
+    idempotency_key: str
+    manifest_sha256: str
+    status_url: str
+
+
+class PolicyRef(msgspec.Struct, frozen=True):
+    name: str
+    version: str
+    sha256: str
+
+
+class BatchView(msgspec.Struct, frozen=True):
+    seq: int
+    kind: str
+    batch_hash: str
+    chain_hash: str
+    records: int
+
+
+class ImportStatus(msgspec.Struct, frozen=True):
+    task_id: str
+    status: str
+    lab: str
+    dry_run: bool
+    policy: PolicyRef
+    manifest_sha256: str
+    manifest_bytes: int
+    filename: str | None
+    bytes_read: int
+    rows_total: int
+    rows_committed: int
+    rows_duplicate: int
+    rows_quarantined: int
+    error: dict[str, Any] | None
+    batches: list[BatchView]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class RowsPage(msgspec.Struct, frozen=True):
+    items: list[imports_db.RowOutcome]
+    next: str | None
+
+
+def default_idempotency_key(manifest_sha256: str, policy_name: str, policy_version: str, dry_run: bool) -> str:
+    # A dry run must not answer for the real submission of the same file, nor the reverse.
+    material = f"{manifest_sha256}\n{policy_name}\n{policy_version}\n{'dry-run' if dry_run else 'commit'}"
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+async def submit(
+    pool: asyncpg.Pool[Any],
+    settings: Settings,
+    policies: PolicyRegistry,
+    principal: Principal,
+    *,
+    body: AsyncIterator[bytes],
+    content_type: str,
+    idempotency_key: str | None,
+) -> tuple[bool, dict[str, Any]]:
+    """Spool the upload, record the import and queue it. Returns (created, response body).
+
+    Nothing about the rows is looked at here: the answer comes before any row is processed.
+    """
+    require_role(principal, ("lab_manager", "admin"))
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= IDEMPOTENCY_KEY_MAX:
+        raise InvalidRequest(
+            "invalid_idempotency_key", f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} characters"
+        )
+    settings.spool_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        upload = await receive_multipart(
+            body, content_type, settings.spool_dir, max_bytes=settings.upload_bytes_max
+        )
+    except UploadTooLarge as exc:
+        raise PayloadTooLarge(
+            "upload_too_large", f"the upload is larger than the limit of {settings.upload_bytes_max} bytes"
+        ) from exc
+    except MultipartError as exc:
+        raise InvalidRequest(exc.code, exc.message) from exc
+    spooled = upload.file
+    if spooled is None:
+        raise InvalidRequest("missing_file", "send the manifest as the multipart form field 'file'")
+    keep = False
+    try:
+        fields = upload.fields
+        try:
+            policy = policies.get(fields.get("policy") or "lab-inventory")
+        except UnknownPolicy as exc:
+            raise InvalidRequest("unknown_policy", str(exc)) from exc
+        lab = submission_lab(principal, fields.get("lab"))
+        dry_run = _flag(fields.get("dry_run", ""), "dry_run")
+        key = idempotency_key or default_idempotency_key(
+            spooled.sha256_hex, policy.name, policy.version, dry_run
+        )
+        task_id = uuid.uuid4()
+        accepted = Accepted(
+            task_id=str(task_id),
+            idempotency_key=key,
+            manifest_sha256=spooled.sha256_hex,
+            status_url=f"/imports/{task_id}",
+        )
+        body_dict = msgspec.to_builtins(accepted)
+        record = imports_db.ImportRecord(
+            id=task_id,
+            idempotency_key=key,
+            lab=lab,
+            policy_name=policy.name,
+            policy_version=policy.version,
+            policy_sha256=policy.sha256,
+            manifest_sha256=spooled.sha256_hex,
+            manifest_bytes=spooled.size,
+            filename=upload.filename,
+            spool_path=str(Path(spooled.path).resolve()),
+            dry_run=dry_run,
+            status="queued",
+            rows_total=0,
+            rows_committed=0,
+            rows_duplicate=0,
+            rows_quarantined=0,
+            bytes_read=0,
+            error=None,
+            accepted_body=body_dict,
+            created_at=datetime.now(UTC),
+            started_at=None,
+            finished_at=None,
+        )
+        async with pool.acquire() as conn, conn.transaction():
+            if await imports_db.insert_import(conn, record, principal.token_id):
+                await enqueue_import(conn, task_id)
+                keep = True
+                return True, body_dict
+            existing = await imports_db.find_by_key(conn, lab, key)
+        assert existing is not None
+        if existing.manifest_sha256 != spooled.sha256_hex:
+            raise Conflict(
+                "idempotency_key_reused",
+                "this Idempotency-Key was already used for a different file",
+                task_id=str(existing.id),
+            )
+        return False, existing.accepted_body
+    finally:
+        if not keep:
+            with contextlib.suppress(FileNotFoundError):
+                Path(spooled.path).unlink()
+
+
+def _flag(raw: str, name: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise InvalidRequest("invalid_field", f"{name} must be true or false, got {raw!r}")
+
+
+async def _readable_import(
+    conn: asyncpg.Connection[Any] | asyncpg.Pool[Any], principal: Principal, task_id: str
+) -> imports_db.ImportRecord:
+    try:
+        import_id = uuid.UUID(task_id)
+    except ValueError:
+        raise NotFound("not_found", f"no import {task_id!r}") from None
+    record = await imports_db.get_import(conn, import_id)
+    if record is None:
+        raise NotFound("not_found", f"no import {task_id!r}")
+    require_lab(principal, record.lab)
+    return record
+
+
+async def get_status(pool: asyncpg.Pool[Any], principal: Principal, task_id: str) -> ImportStatus:
+    record = await _readable_import(pool, principal, task_id)
+    batches = await pool.fetch(
+        "SELECT seq, kind, batch_hash, chain_hash, records FROM ledger_batches WHERE import_id = $1 ORDER BY seq",
+        record.id,
+    )
+    return ImportStatus(
+        task_id=str(record.id),
+        status=record.status,
+        lab=record.lab,
+        dry_run=record.dry_run,
+        policy=PolicyRef(record.policy_name, record.policy_version, record.policy_sha256),
+        manifest_sha256=record.manifest_sha256,
+        manifest_bytes=record.manifest_bytes,
+        filename=record.filename,
+        bytes_read=record.bytes_read,
+        rows_total=record.rows_total,
+        rows_committed=record.rows_committed,
+        rows_duplicate=record.rows_duplicate,
+        rows_quarantined=record.rows_quarantined,
+        error=record.error,
+        batches=[
+            BatchView(
+                seq=b["seq"],
+                kind=b["kind"],
+                batch_hash=bytes(b["batch_hash"]).hex(),
+                chain_hash=bytes(b["chain_hash"]).hex(),
+                records=b["records"],
+            )
+            for b in batches
+        ],
+        created_at=record.created_at,
+        started_at=record.started_at,
+        finished_at=record.finished_at,
+    )
+
+
+async def list_rows(
+    pool: asyncpg.Pool[Any],
+    principal: Principal,
+    task_id: str,
+    *,
+    outcome: str | None,
+    limit: int,
+    cursor: str | None,
+) -> RowsPage:
+    record = await _readable_import(pool, principal, task_id)
+    if outcome is not None and outcome not in _OUTCOMES:
+        raise InvalidRequest("invalid_outcome", f"outcome must be one of {', '.join(_OUTCOMES)}")
+    if not 1 <= limit <= 1000:
+        raise InvalidRequest("invalid_limit", "limit must be between 1 and 1000")
+    after = 0
+    if cursor:
+        try:
+            after = int(cursor)
+        except ValueError:
+            raise InvalidRequest("invalid_cursor", "cursor is not one this service issued") from None
+    items = await imports_db.list_rows(pool, record.id, outcome=outcome, after=after, limit=limit)
+    return RowsPage(items=items, next=str(items[-1].row) if len(items) == limit else None)
+
+
+async def error_report(
+    pool: asyncpg.Pool[Any], principal: Principal, task_id: str
+) -> tuple[str, AsyncIterator[str]]:
+    """A filename and the CSV text (in chunks) of every broken rule of every quarantined row."""
+    record = await _readable_import(pool, principal, task_id)
+    header: list[str] = list(await pool.fetchval("SELECT header FROM imports WHERE id = $1", record.id) or [])
+
+    async def rows() -> AsyncIterator[ErrorReportRow]:
+        async with pool.acquire() as conn:
+            async for row_no, errors, cells in imports_db.iter_quarantined(conn, record.id):
+                yield ErrorReportRow(row=row_no, errors=errors, cells=cells)
+
+    return f"import-{record.id}-errors.csv", iter_errors_csv(header, rows())
