@@ -22,6 +22,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Committed rows per ledger batch (one Merkle root and one chain link each).
     batch_rows_max: int = 10_000
     upload_bytes_max: int = 2 * 1024**3
+    # Backpressure: imports running at once (enforced by the queue across all workers),
+    # and imports waiting, overall and per lab, beyond which submissions get 429.
+    imports_running_max: int = 2
+    imports_queued_max: int = 50
+    imports_queued_per_lab_max: int = 10
     log_level: str = "info"
 
     @property
@@ -46,6 +51,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ("batch_rows_max", "LEDGER_BATCH_ROWS"),
             ("upload_bytes_max", "LEDGER_UPLOAD_BYTES_MAX"),
             ("workers", "LEDGER_WORKERS"),
+            ("imports_running_max", "LEDGER_IMPORTS_RUNNING_MAX"),
+            ("imports_queued_max", "LEDGER_IMPORTS_QUEUED_MAX"),
+            ("imports_queued_per_lab_max", "LEDGER_IMPORTS_QUEUED_PER_LAB_MAX"),
         ):
             if raw := env.get(name):
                 try:

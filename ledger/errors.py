@@ -7,6 +7,7 @@
     ├── NotFound              404
     ├── Conflict              409
     ├── PayloadTooLarge       413
+    ├── TooManyRequests       429 (with retry_after seconds)
     └── Unavailable           503
 """
 
@@ -20,6 +21,7 @@ __all__ = [
     "InvalidRequest",
     "NotFound",
     "PayloadTooLarge",
+    "TooManyRequests",
     "ServiceError",
     "Unauthorized",
     "Unavailable",
@@ -71,6 +73,15 @@ class Conflict(ServiceError):
 class PayloadTooLarge(ServiceError):
     status = 413
     default_code = "upload_too_large"
+
+
+class TooManyRequests(ServiceError):
+    status = 429
+    default_code = "too_many_imports"
+
+    def __init__(self, message: str, *, retry_after: int, **extra: Any) -> None:
+        super().__init__("too_many_imports", message, retry_after=retry_after, **extra)
+        self.retry_after = retry_after
 
 
 class Unavailable(ServiceError):

@@ -8,7 +8,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from ledger.errors import ServiceError
+from ledger.errors import ServiceError, TooManyRequests
 from ledger.logs import get_logger
 
 __all__ = ["exception_handlers"]
@@ -31,7 +31,8 @@ _CODES = {
 
 
 def _service_error(request: Request[Any, Any, Any], exc: ServiceError) -> Response[Any]:
-    return Response(exc.body(), status_code=exc.status)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else None
+    return Response(exc.body(), status_code=exc.status, headers=headers)
 
 
 def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:

@@ -103,22 +103,34 @@ async def find_by_key(conn: Conn, lab: str, key: str) -> ImportRecord | None:
 
 
 async def set_status(conn: Conn, import_id: uuid.UUID, status: str) -> None:
+    """Move a running import on; a cancelled or finished one is left as it is."""
     await conn.execute(
         """
         UPDATE imports SET status = $2,
                started_at = CASE WHEN started_at IS NULL AND $2 <> 'queued' THEN now() ELSE started_at END,
                finished_at = CASE WHEN $2 IN ('done', 'failed', 'cancelled') THEN now() ELSE finished_at END
-        WHERE id = $1
+        WHERE id = $1 AND status NOT IN ('done', 'failed', 'cancelled')
         """,
         import_id,
         status,
     )
 
 
-async def set_progress(conn: Conn, import_id: uuid.UUID, *, rows: int, bytes_read: int) -> None:
-    await conn.execute(
-        "UPDATE imports SET rows_total = $2, bytes_read = $3 WHERE id = $1", import_id, rows, bytes_read
+async def set_progress(
+    conn: Conn, import_id: uuid.UUID, *, rows: int, quarantined: int, bytes_read: int
+) -> str:
+    """Record progress; returns the import's status, so the caller notices a cancel."""
+    status: str = await conn.fetchval(
+        """
+        UPDATE imports SET rows_total = $2, rows_quarantined = $3, bytes_read = $4 WHERE id = $1
+        RETURNING status
+        """,
+        import_id,
+        rows,
+        quarantined,
+        bytes_read,
     )
+    return status
 
 
 async def mark_failed(conn: Conn, import_id: uuid.UUID, error: dict[str, Any]) -> None:
@@ -126,7 +138,7 @@ async def mark_failed(conn: Conn, import_id: uuid.UUID, error: dict[str, Any]) -
         """
         UPDATE imports SET status = 'failed', error = $2, finished_at = now(),
                rows_total = 0, rows_committed = 0, rows_duplicate = 0, rows_quarantined = 0
-        WHERE id = $1
+        WHERE id = $1 AND status <> 'cancelled'
         """,
         import_id,
         error,

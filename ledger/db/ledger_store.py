@@ -18,10 +18,14 @@ import msgspec
 from ledger.core import merkle, records
 from ledger.core.hashing import leaf_hash
 
-__all__ = ["FinalizeResult", "ImportContext", "finalize_import"]
+__all__ = ["FinalizeResult", "ImportCancelled", "ImportContext", "finalize_import", "outcome_bytes"]
 
 # Rows fetched per round trip when streaming hashes out of a cursor.
 _FETCH_ROWS = 10_000
+
+
+class ImportCancelled(Exception):
+    """The import was cancelled before its final transaction committed."""
 
 
 class ImportContext(msgspec.Struct, frozen=True, kw_only=True):
@@ -156,6 +160,10 @@ async def finalize_import(
     lock and writes no batch, entry, receipt or asset.
     """
     async with conn.transaction():
+        # Locking the import row first makes a concurrent cancel wait for us, or us see it.
+        status = await conn.fetchval("SELECT status FROM imports WHERE id = $1 FOR UPDATE", ctx.import_id)
+        if status == "cancelled":
+            raise ImportCancelled(str(ctx.import_id))
         head: asyncpg.Record | None = None
         if not ctx.dry_run:
             # The head lock serialises linking, and also the dedupe decisions that depend

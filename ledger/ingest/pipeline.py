@@ -20,7 +20,7 @@ from ledger.core.hashing import leaf_hash
 from ledger.core.policy import ManifestRefused, Policy
 from ledger.core.records import asset_record
 from ledger.db import imports as imports_db
-from ledger.db.ledger_store import ImportContext, finalize_import
+from ledger.db.ledger_store import ImportCancelled, ImportContext, finalize_import
 from ledger.ingest.csv_reader import CsvManifestReader, iter_chunks
 from ledger.ingest.errors import ManifestError
 from ledger.ingest.limits import chunk_rows, manifest_rows_max
@@ -100,6 +100,9 @@ async def run_import(
             finalize_seconds=round(time.perf_counter() - t0, 3),
             seconds=round(time.perf_counter() - started, 3),
         )
+    except ImportCancelled:
+        bound.info("import_cancelled", stage="pipeline")
+        await conn.execute("DELETE FROM import_staging WHERE import_id = $1", import_id)
     except ImportFailed as exc:
         bound.info("import_refused", stage="parsing", code=exc.error["code"], reason=str(exc))
         await _fail(conn, import_id, exc.error)
@@ -150,11 +153,12 @@ async def _stage(
     await conn.execute(
         "UPDATE imports SET header = $2, status = 'validating' WHERE id = $1", record.id, reader.header
     )
-    rows = 0
+    rows = quarantined = 0
     try:
         for chunk in iter_chunks(reader, chunk_rows):
             staged = stage_chunk(record.id, record.lab, policy, binding, chunk)
             rows += len(staged)
+            quarantined += sum(1 for row in staged if row[6] is not None)
             if rows > manifest_rows_max:
                 raise ImportFailed(
                     "too_many_rows", f"the manifest has more than {manifest_rows_max} rows"
@@ -162,7 +166,11 @@ async def _stage(
             await conn.copy_records_to_table(
                 "import_staging", records=staged, columns=_STAGING_COLUMNS
             )
-            await imports_db.set_progress(conn, record.id, rows=rows, bytes_read=reader.bytes_read)
+            status = await imports_db.set_progress(
+                conn, record.id, rows=rows, quarantined=quarantined, bytes_read=reader.bytes_read
+            )
+            if status == "cancelled":
+                raise ImportCancelled(str(record.id))
     except ManifestError as exc:
         raise ImportFailed(exc.code, exc.message) from exc
     finally:

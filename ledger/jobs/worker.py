@@ -43,7 +43,7 @@ class Worker:
         self._qm = qm
         pool = self._pool
 
-        @qm.entrypoint(IMPORT_ENTRYPOINT)
+        @qm.entrypoint(IMPORT_ENTRYPOINT, concurrency_limit=self.settings.imports_running_max)
         async def import_manifest(job: Job) -> None:
             assert job.payload is not None
             import_id = uuid.UUID(job.payload.decode())

@@ -15,7 +15,7 @@ import msgspec
 
 from ledger.config import Settings
 from ledger.db import imports as imports_db
-from ledger.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
+from ledger.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, TooManyRequests
 from ledger.ingest.errors_csv import ErrorReportRow, iter_errors_csv
 from ledger.ingest.spool import MultipartError, UploadTooLarge, receive_multipart
 from ledger.jobs.queue import enqueue_import
@@ -26,8 +26,11 @@ __all__ = [
     "Accepted",
     "BatchView",
     "ImportStatus",
+    "Progress",
     "RowsPage",
+    "cancel",
     "error_report",
+    "events",
     "get_status",
     "list_rows",
     "submit",
@@ -107,6 +110,7 @@ async def submit(
     Nothing about the rows is looked at here: the answer comes before any row is processed.
     """
     require_role(principal, ("lab_manager", "admin"))
+    await _admit(pool, settings, principal)
     if idempotency_key is not None and not 0 < len(idempotency_key) <= IDEMPOTENCY_KEY_MAX:
         raise InvalidRequest(
             "invalid_idempotency_key", f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} characters"
@@ -187,6 +191,31 @@ async def submit(
         if not keep:
             with contextlib.suppress(FileNotFoundError):
                 Path(spooled.path).unlink()
+
+
+async def _admit(pool: asyncpg.Pool[Any], settings: Settings, principal: Principal) -> None:
+    """Backpressure, checked before the body is read so a refused upload costs nothing."""
+    row = await pool.fetchrow(
+        """
+        SELECT count(*) FILTER (WHERE status = 'queued') AS queued,
+               count(*) FILTER (WHERE status = 'queued' AND lab = ANY($1::text[])) AS queued_lab
+        FROM imports WHERE status IN ('queued', 'parsing', 'validating', 'loading', 'finalizing')
+        """,
+        list(principal.labs),
+    )
+    assert row is not None
+    if row["queued"] >= settings.imports_queued_max:
+        raise TooManyRequests(
+            f"{row['queued']} imports are already waiting (the limit is {settings.imports_queued_max}); "
+            "try again shortly",
+            retry_after=10,
+        )
+    if principal.labs and row["queued_lab"] >= settings.imports_queued_per_lab_max:
+        raise TooManyRequests(
+            f"your lab already has {row['queued_lab']} imports waiting (the limit per lab is "
+            f"{settings.imports_queued_per_lab_max}); wait for them to start",
+            retry_after=10,
+        )
 
 
 def _flag(raw: str, name: str) -> bool:
@@ -286,3 +315,94 @@ async def error_report(
                 yield ErrorReportRow(row=row_no, errors=errors, cells=cells)
 
     return f"import-{record.id}-errors.csv", iter_errors_csv(header, rows())
+
+
+class Progress(msgspec.Struct, frozen=True):
+    task_id: str
+    status: str
+    bytes_read: int
+    manifest_bytes: int
+    rows_processed: int
+    rows_committed: int
+    rows_duplicate: int
+    rows_quarantined: int
+    rows_per_second: float | None
+    eta_seconds: float | None
+    error: dict[str, Any] | None
+
+
+def progress_of(record: imports_db.ImportRecord, now: datetime) -> Progress:
+    elapsed = (now - record.started_at).total_seconds() if record.started_at else 0.0
+    end = record.finished_at or now
+    if record.started_at:
+        elapsed = max((end - record.started_at).total_seconds(), 1e-6)
+    rate = record.rows_total / elapsed if elapsed > 0 and record.rows_total else None
+    eta: float | None = None
+    if record.status not in imports_db.TERMINAL_STATUSES and record.bytes_read and elapsed > 0:
+        remaining = max(record.manifest_bytes - record.bytes_read, 0)
+        eta = round(remaining / (record.bytes_read / elapsed), 1)
+    elif record.status in imports_db.TERMINAL_STATUSES:
+        eta = 0.0
+    return Progress(
+        task_id=str(record.id),
+        status=record.status,
+        bytes_read=record.bytes_read,
+        manifest_bytes=record.manifest_bytes,
+        rows_processed=record.rows_total,
+        rows_committed=record.rows_committed,
+        rows_duplicate=record.rows_duplicate,
+        rows_quarantined=record.rows_quarantined,
+        rows_per_second=None if rate is None else round(rate, 1),
+        eta_seconds=eta,
+        error=record.error,
+    )
+
+
+# Events are sent on every change and at least this often while the import runs.
+EVENT_INTERVAL_SECONDS = 0.5
+
+
+async def events(
+    pool: asyncpg.Pool[Any], principal: Principal, task_id: str
+) -> AsyncIterator[tuple[str, Progress]]:
+    """(event type, progress) until the import ends: 'progress' while it runs, then its final status."""
+    import asyncio
+
+    record = await _readable_import(pool, principal, task_id)
+
+    async def stream() -> AsyncIterator[tuple[str, Progress]]:
+        current: imports_db.ImportRecord | None = record
+        while current is not None:
+            now = datetime.now(UTC)
+            progress = progress_of(current, now)
+            if current.status in imports_db.TERMINAL_STATUSES:
+                yield current.status, progress
+                return
+            yield "progress", progress
+            await asyncio.sleep(EVENT_INTERVAL_SECONDS)
+            current = await imports_db.get_import(pool, current.id)
+
+    return stream()
+
+
+async def cancel(pool: asyncpg.Pool[Any], principal: Principal, task_id: str) -> ImportStatus:
+    """Cancel a queued or running import: nothing of it is committed. A finished one is a 409."""
+    record = await _readable_import(pool, principal, task_id)
+    require_role(principal, ("lab_manager", "admin"))
+    # Finalisation holds this row's lock for its whole transaction, so a cancel either lands
+    # before it (the worker then rolls back) or sees 'done'.
+    cancelled = await pool.fetchval(
+        """
+        UPDATE imports SET status = 'cancelled', finished_at = now(),
+               error = jsonb_build_object('code', 'cancelled', 'message', 'cancelled on request')
+        WHERE id = $1 AND status NOT IN ('done', 'failed', 'cancelled')
+        RETURNING true
+        """,
+        record.id,
+    )
+    if not cancelled:
+        current = await get_status(pool, principal, task_id)
+        raise Conflict(
+            "already_finished", f"the import already ended with status {current.status!r}", status=current.status
+        )
+    return await get_status(pool, principal, task_id)

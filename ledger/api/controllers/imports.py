@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from litestar import Controller, Request, Response, get, post
+from collections.abc import AsyncIterator
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import Parameter
-from litestar.response import Stream
+from litestar.response import ServerSentEvent, ServerSentEventMessage, Stream
 
 from ledger.api.state import AppState
 from ledger.services import imports as service
@@ -72,3 +75,18 @@ class ImportsController(Controller):
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="{filename}"'},
         )
+
+    @delete("/{task_id:str}", summary="Cancel a queued or running import", status_code=200)
+    async def cancel(self, task_id: str, ledger: AppState, principal: Principal) -> service.ImportStatus:
+        return await service.cancel(ledger.db, principal, task_id)
+
+    @get("/{task_id:str}/events", summary="Server-Sent Events: progress at least once a second, then the outcome")
+    async def events(self, task_id: str, ledger: AppState, principal: Principal) -> ServerSentEvent:
+        require_role(principal, READERS)
+        stream = await service.events(ledger.db, principal, task_id)
+
+        async def messages() -> AsyncIterator[ServerSentEventMessage]:
+            async for event, progress in stream:
+                yield ServerSentEventMessage(data=msgspec.json.encode(progress).decode(), event=event)
+
+        return ServerSentEvent(messages())
