@@ -193,6 +193,26 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ledger.bench.manifest import write_manifest
+
+    data_dir = Path(args.data_dir) if args.data_dir else settings.home / "bench"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o755)
+    if args.generate_only:
+        for rows in args.sizes:
+            path = write_manifest(data_dir / f"manifest-{rows}.csv", rows)
+            print(f"{path}  ({rows} rows, {path.stat().st_size} bytes)")
+        return 0
+    from ledger.bench.run import median_result, run_bench
+
+    results = run_bench(args.rows, concurrent=args.concurrent, runs=args.runs, data_dir=data_dir)
+    print(msgspec.json.encode(median_result(results)).decode())
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ledger", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -217,6 +237,18 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "verify", help="recompute every hash of the ledger; exit 0 intact, 1 tampered"
     ).set_defaults(func=cmd_verify)
+
+    bench = sub.add_parser("bench", help="import a synthetic manifest through the API and measure it")
+    bench.add_argument("--rows", type=int, default=100_000)
+    bench.add_argument("--concurrent", type=int, default=1, help="imports submitted at once")
+    bench.add_argument("--runs", type=int, default=3, help="runs; the medians are printed")
+    bench.add_argument("--data-dir", help="where manifests are generated (default LEDGER_HOME/bench)")
+    bench.add_argument("--generate-only", action="store_true", help="only write the sample manifests")
+    bench.add_argument(
+        "--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000],
+        help="row counts for --generate-only",
+    )
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -1,0 +1,61 @@
+"""Canonical encoding (ledger format v1): the only way bytes that get hashed are produced.
+
+JSON without whitespace, object keys sorted by code point, UTF-8, integers only (no floats),
+strings escaped exactly as docs/ledger-format.md says (msgspec's escaping, pinned by vectors).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from ledger.core.errors import CanonicalError
+from ledger.core.limits import canonical_depth_max, integer_max, integer_min
+
+__all__ = ["decode", "encode"]
+
+_encoder = msgspec.json.Encoder(order="sorted")
+_decoder = msgspec.json.Decoder()
+
+
+def _check(value: Any, depth: int) -> None:
+    # Exact type checks: bool is an int subclass and must stay a JSON literal, and
+    # subclasses could carry their own encodings.
+    kind = type(value)
+    if kind is str:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise CanonicalError(f"string with a lone surrogate: {value[:40]!r}") from exc
+        return
+    if kind is int:
+        if not integer_min <= value <= integer_max:
+            raise CanonicalError(f"integer {value} is outside the signed 64-bit range")
+        return
+    if value is None or kind is bool:
+        return
+    if depth >= canonical_depth_max:
+        raise CanonicalError(f"nesting deeper than {canonical_depth_max}")
+    if kind is list or kind is tuple:
+        for item in value:
+            _check(item, depth + 1)
+        return
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or not key.isascii():
+                raise CanonicalError(f"object key {key!r} is not an ASCII string")
+            _check(item, depth + 1)
+        return
+    raise CanonicalError(f"{kind.__name__} has no canonical encoding (use str for decimals and dates)")
+
+
+def encode(value: Mapping[str, Any] | list[Any] | str | int | bool | None) -> bytes:
+    """The canonical bytes of ``value``; raises CanonicalError for anything outside the format."""
+    _check(value, 0)
+    return _encoder.encode(value)
+
+
+def decode(data: bytes) -> Any:
+    return _decoder.decode(data)

@@ -1,0 +1,195 @@
+"""Every hashed structure of ledger format v1, built only here (see docs/ledger-format.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+
+import msgspec
+
+from ledger.core.canonical import encode
+from ledger.core.errors import RecordError
+from ledger.core.hashing import sha256
+
+__all__ = [
+    "BATCH_KINDS",
+    "FORMAT_VERSION",
+    "GENESIS_PREV",
+    "OUTCOMES",
+    "BatchHeader",
+    "Receipt",
+    "asset_record",
+    "chain_hash",
+    "encode_header",
+    "format_time",
+    "parse_receipt",
+    "receipt_record",
+    "row_outcome",
+]
+
+FORMAT_VERSION = 1
+BATCH_KINDS = frozenset({"assets", "receipt"})
+OUTCOMES = frozenset({"committed", "duplicate", "quarantined"})
+GENESIS_PREV = bytes(32)
+
+
+def asset_record(*, policy: str, lab: str, data: Mapping[str, str | int]) -> bytes:
+    """One committed asset revision. No revision number, time or import id inside: identical
+    content gives an identical record hash whenever it is submitted."""
+    return encode({"v": FORMAT_VERSION, "type": "asset", "policy": policy, "lab": lab, "data": dict(data)})
+
+
+def row_outcome(
+    *,
+    row: int,
+    outcome: str,
+    record_hash: str | None,
+    errors: Sequence[tuple[str, str]] = (),
+    cells: Sequence[str] | None = None,
+) -> bytes:
+    """What became of one data row; the receipt's outcomes_root is the Merkle root of these."""
+    if outcome not in OUTCOMES:
+        raise RecordError(f"unknown outcome {outcome!r}")
+    quarantined = outcome == "quarantined"
+    if quarantined != (record_hash is None):
+        raise RecordError("record_hash is required for committed and duplicate rows, absent for quarantined")
+    if quarantined != bool(errors):
+        raise RecordError("errors are required for quarantined rows and absent otherwise")
+    if quarantined != (cells is not None):
+        raise RecordError("cells are kept for quarantined rows only")
+    value: dict[str, object] = {
+        "v": FORMAT_VERSION,
+        "type": "row_outcome",
+        "row": row,
+        "outcome": outcome,
+        "record_hash": record_hash,
+        "errors": [{"field": f, "rule": r} for f, r in errors],
+    }
+    if cells is not None:
+        value["cells"] = list(cells)
+    return encode(value)  # type: ignore[arg-type]
+
+
+def receipt_record(
+    *,
+    task_id: str,
+    lab: str,
+    manifest_sha256: str,
+    policy_name: str,
+    policy_version: str,
+    policy_sha256: str,
+    rows_total: int,
+    rows_committed: int,
+    rows_duplicate: int,
+    rows_quarantined: int,
+    outcomes_root: str,
+    batches: Sequence[tuple[int, str]],
+) -> bytes:
+    """A manifest's account on the ledger: what was submitted, under which policy, and the
+    root over the outcome of every row."""
+    if rows_total != rows_committed + rows_duplicate + rows_quarantined:
+        raise RecordError(
+            f"rows do not add up: {rows_committed} + {rows_duplicate} + {rows_quarantined} != {rows_total}"
+        )
+    return encode(
+        {
+            "v": FORMAT_VERSION,
+            "type": "receipt",
+            "task_id": task_id,
+            "lab": lab,
+            "manifest_sha256": manifest_sha256,
+            "policy": {"name": policy_name, "version": policy_version, "sha256": policy_sha256},
+            "rows": {
+                "total": rows_total,
+                "committed": rows_committed,
+                "duplicate": rows_duplicate,
+                "quarantined": rows_quarantined,
+            },
+            "outcomes_root": outcomes_root,
+            "batches": [{"seq": seq, "batch_hash": h} for seq, h in batches],
+        }
+    )
+
+
+class ReceiptPolicy(msgspec.Struct, frozen=True):
+    name: str
+    version: str
+    sha256: str
+
+
+class ReceiptRows(msgspec.Struct, frozen=True):
+    total: int
+    committed: int
+    duplicate: int
+    quarantined: int
+
+
+class ReceiptBatch(msgspec.Struct, frozen=True):
+    seq: int
+    batch_hash: str
+
+
+class Receipt(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    v: int
+    type: str
+    task_id: str
+    lab: str
+    manifest_sha256: str
+    policy: ReceiptPolicy
+    rows: ReceiptRows
+    outcomes_root: str
+    batches: list[ReceiptBatch]
+
+
+_receipt_decoder = msgspec.json.Decoder(Receipt)
+
+
+def parse_receipt(data: bytes) -> Receipt:
+    try:
+        receipt = _receipt_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise RecordError(f"not a receipt: {exc}") from exc
+    if receipt.type != "receipt" or receipt.v != FORMAT_VERSION:
+        raise RecordError(f"not a v{FORMAT_VERSION} receipt (type {receipt.type!r}, v {receipt.v})")
+    return receipt
+
+
+class BatchHeader(msgspec.Struct, frozen=True, kw_only=True):
+    seq: int
+    kind: str
+    batch_hash: str
+    records: int
+    manifest_sha256: str | None
+    policy_sha256: str | None
+    committed_at: str
+
+
+def encode_header(header: BatchHeader) -> bytes:
+    if header.kind not in BATCH_KINDS:
+        raise RecordError(f"unknown batch kind {header.kind!r}")
+    return encode(
+        {
+            "v": FORMAT_VERSION,
+            "seq": header.seq,
+            "kind": header.kind,
+            "batch_hash": header.batch_hash,
+            "records": header.records,
+            "manifest_sha256": header.manifest_sha256,
+            "policy_sha256": header.policy_sha256,
+            "committed_at": header.committed_at,
+        }
+    )
+
+
+def chain_hash(prev: bytes, header_bytes: bytes) -> bytes:
+    """SHA-256(previous chain hash ‖ canonical header); the first batch links to 32 zero bytes."""
+    if len(prev) != 32:
+        raise RecordError(f"previous chain hash must be 32 bytes, got {len(prev)}")
+    return sha256(prev + header_bytes)
+
+
+def format_time(moment: datetime) -> str:
+    """UTC, microseconds always written: ``2026-11-23T04:00:00.000000Z``."""
+    if moment.tzinfo is None:
+        raise RecordError("timestamps must be timezone-aware")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
