@@ -58,8 +58,10 @@ def create_app(
         finally:
             if worker is not None and worker_task is not None:
                 worker.stop()
-                with contextlib.suppress(asyncio.CancelledError):
+                try:
                     await asyncio.wait_for(worker_task, timeout=10)
+                except (TimeoutError, asyncio.CancelledError):
+                    worker_task.cancel()
             await state.pool.close()
 
     return Litestar(

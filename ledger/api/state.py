@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
-import msgspec
 
 from ledger.config import Settings
 from ledger.services.policies import PolicyRegistry
@@ -13,11 +12,12 @@ from ledger.services.policies import PolicyRegistry
 __all__ = ["AppState"]
 
 
-class AppState(msgspec.Struct, kw_only=True):
-    settings: Settings
-    database_url: str
-    policies: PolicyRegistry
-    pool: asyncpg.Pool[Any] | None = None
+class AppState:
+    def __init__(self, *, settings: Settings, database_url: str, policies: PolicyRegistry) -> None:
+        self.settings = settings
+        self.database_url = database_url
+        self.policies = policies
+        self.pool: asyncpg.Pool[Any] | None = None
 
     @property
     def db(self) -> asyncpg.Pool[Any]:

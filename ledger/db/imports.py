@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 import msgspec
@@ -26,7 +26,7 @@ __all__ = [
 
 TERMINAL_STATUSES = frozenset({"done", "failed", "cancelled"})
 
-Conn = asyncpg.Connection[Any] | asyncpg.Pool[Any]
+Conn: TypeAlias = "asyncpg.Connection[Any] | asyncpg.Pool[Any]"
 
 
 class ImportRecord(msgspec.Struct, frozen=True, kw_only=True):

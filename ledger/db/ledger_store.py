@@ -16,6 +16,7 @@ import asyncpg
 import msgspec
 
 from ledger.core import merkle, records
+from ledger.core.errors import LedgerError
 from ledger.core.hashing import leaf_hash
 
 __all__ = ["FinalizeResult", "ImportCancelled", "ImportContext", "finalize_import", "outcome_bytes"]
@@ -315,12 +316,19 @@ async def _outcomes_root(conn: asyncpg.Connection[Any], import_id: uuid.UUID) ->
 
 
 def outcome_bytes(row: asyncpg.Record | Sequence[Any]) -> bytes:
-    """The canonical row_outcome bytes for one import_rows row (shared with verification)."""
+    """The canonical row_outcome bytes for one import_rows row (shared with verification).
+
+    A stored row that no longer forms a valid outcome (tampered with) yields bytes that are
+    not canonical JSON, so it cannot hash to the receipt's root and verification reports it.
+    """
     row_no, outcome, record_hash, errors, cells = row[0], row[1], row[2], row[3], row[4]
-    return records.row_outcome(
-        row=int(row_no),
-        outcome=outcome,
-        record_hash=None if record_hash is None else bytes(record_hash).hex(),
-        errors=[(e["field"], e["rule"]) for e in errors or ()],
-        cells=cells if outcome == "quarantined" else None,
-    )
+    try:
+        return records.row_outcome(
+            row=int(row_no),
+            outcome=outcome,
+            record_hash=None if record_hash is None else bytes(record_hash).hex(),
+            errors=[(e["field"], e["rule"]) for e in errors or ()],
+            cells=cells if outcome == "quarantined" else None,
+        )
+    except (LedgerError, KeyError, TypeError) as exc:
+        return b"\xffmalformed row outcome " + repr((row_no, str(exc))).encode()

@@ -15,13 +15,17 @@ _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode
 
 
+_JSONB_VERSION = b"\x01"  # jsonb's binary wire format: a version byte, then JSON text
+
+
 async def _init(conn: asyncpg.Connection[Any]) -> None:
+    # Binary, so that COPY (always binary in asyncpg) can carry jsonb columns too.
     await conn.set_type_codec(
         "jsonb",
-        encoder=lambda v: _json_encode(v).decode(),
-        decoder=_json_decode,
+        encoder=lambda v: _JSONB_VERSION + _json_encode(v),
+        decoder=lambda b: _json_decode(b[1:]),
         schema="pg_catalog",
-        format="text",
+        format="binary",
     )
 
 

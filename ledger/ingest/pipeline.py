@@ -23,7 +23,7 @@ from ledger.db import imports as imports_db
 from ledger.db.ledger_store import ImportCancelled, ImportContext, finalize_import
 from ledger.ingest.csv_reader import CsvManifestReader, iter_chunks
 from ledger.ingest.errors import ManifestError
-from ledger.ingest.limits import chunk_rows, manifest_rows_max
+from ledger.ingest.limits import chunk_rows, manifest_rows_max, quarantined_cell_chars_max
 from ledger.logs import get_logger
 from ledger.services.policies import PolicyRegistry, UnknownPolicy
 
@@ -211,7 +211,7 @@ def stage_chunk(
                     None,
                     None,
                     [{"field": v.field, "rule": v.rule, "message": v.message} for v in result.errors],
-                    rec.cells,
+                    [c[:quarantined_cell_chars_max] for c in rec.cells],
                 )
             )
             continue

@@ -33,6 +33,7 @@ class Worker:
         self.database_url = database_url
         self.policies = policies
         self._qm: QueueManager | None = None
+        self._stopping = False
         self._conn: asyncpg.Connection[Any] | None = None
         self._pool: asyncpg.Pool[Any] | None = None
 
@@ -41,6 +42,8 @@ class Worker:
         self._pool = await create_pool(self.database_url, min_size=1, max_size=3)
         qm = QueueManager(Queries(AsyncpgDriver(self._conn)))
         self._qm = qm
+        if self._stopping:  # asked to stop while connecting
+            qm.shutdown.set()
         pool = self._pool
 
         @qm.entrypoint(IMPORT_ENTRYPOINT, concurrency_limit=self.settings.imports_running_max)
@@ -58,6 +61,7 @@ class Worker:
             await self._conn.close()
 
     def stop(self) -> None:
+        self._stopping = True
         if self._qm is not None:
             self._qm.shutdown.set()
 

@@ -17,7 +17,8 @@ from ledger.config import Settings
 from ledger.db import imports as imports_db
 from ledger.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, TooManyRequests
 from ledger.ingest.errors_csv import ErrorReportRow, iter_errors_csv
-from ledger.ingest.spool import MultipartError, UploadTooLarge, receive_multipart
+from ledger.ingest.errors import MultipartError, UploadTooLarge
+from ledger.ingest.spool import receive_multipart
 from ledger.jobs.queue import enqueue_import
 from ledger.services.access import Principal, require_lab, require_role, submission_lab
 from ledger.services.policies import PolicyRegistry, UnknownPolicy

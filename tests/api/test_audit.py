@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import Api, manifest
+from tests.api.helpers import Api, manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 CLEAN = (ROOT / "examples" / "clean-manifest.csv").read_bytes()
@@ -116,9 +116,16 @@ async def test_swapped_entries_are_reported(api: Api, db: Any) -> None:
 
 async def test_rewritten_chain_link_is_reported(api: Api, db: Any) -> None:
     await api.run(CLEAN)
-    await _tamper(db, "UPDATE ledger_batches SET records = 4, committed_at = committed_at + interval '1 second' WHERE seq = 2")
+    await _tamper(db, "UPDATE ledger_batches SET committed_at = committed_at + interval '1 second' WHERE seq = 2")
     failure = await _failure(api)
-    assert failure["batch_seq"] == 2 and failure["reason"] in ("record_count_mismatch", "chain_hash_mismatch")
+    assert (failure["batch_seq"], failure["entry"], failure["reason"]) == (2, None, "chain_hash_mismatch")
+
+
+async def test_batch_header_claiming_more_records_is_reported(api: Api, db: Any) -> None:
+    await api.run(CLEAN)
+    await _tamper(db, "UPDATE ledger_batches SET records = 4 WHERE seq = 2")
+    failure = await _failure(api)
+    assert (failure["batch_seq"], failure["entry"], failure["reason"]) == (2, 3, "entry_missing")
 
 
 async def test_tampered_row_outcome_breaks_the_receipt(api: Api, db: Any) -> None:
