@@ -1,0 +1,140 @@
+"""An independent implementation written only from docs/ledger-format.md.
+
+It imports nothing from `ledger`: hashlib and json only. If it reproduces every vector, the
+document specifies the format completely enough for a third party.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
+
+
+def load(name: str) -> Any:
+    return json.loads((VECTORS / name).read_text(encoding="utf-8"))
+
+
+# §2 canonical encoding
+def canon(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+# §3 hashes
+def sha(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def leaf(data: bytes) -> bytes:
+    return sha(b"\x00" + data)
+
+
+def node(left: bytes, right: bytes) -> bytes:
+    return sha(b"\x01" + left + right)
+
+
+def mth(hashes: list[bytes]) -> bytes:
+    if not hashes:
+        return sha(b"")
+    if len(hashes) == 1:
+        return hashes[0]
+    k = 1
+    while k * 2 < len(hashes):
+        k *= 2
+    return node(mth(hashes[:k]), mth(hashes[k:]))
+
+
+def test_canonical_bytes() -> None:
+    for vector in load("canonical.json"):
+        assert canon(vector["value"]).hex() == vector["canonical_hex"], vector["name"]
+
+
+def test_record_bytes_and_hashes() -> None:
+    by_name = {v["name"]: v for v in load("records.json")}
+    a = by_name["asset"]["input"]
+    asset = canon({"data": a["data"], "lab": a["lab"], "policy": a["policy"], "type": "asset", "v": 1})
+    assert asset.hex() == by_name["asset"]["canonical_hex"]
+    assert leaf(asset).hex() == by_name["asset"]["leaf_hash"]
+    for outcome in ("committed", "duplicate", "quarantined"):
+        i = by_name[f"row_outcome {outcome}"]["input"]
+        obj: dict[str, Any] = {
+            "errors": [{"field": f, "rule": r} for f, r in i["errors"]],
+            "outcome": i["outcome"], "record_hash": i["record_hash"], "row": i["row"], "type": "row_outcome", "v": 1,
+        }
+        if outcome == "quarantined":
+            obj["cells"] = i["cells"]
+        assert leaf(canon(obj)).hex() == by_name[f"row_outcome {outcome}"]["leaf_hash"]
+    r = by_name["receipt"]["input"]
+    receipt = canon({
+        "batches": [{"batch_hash": h, "seq": s} for s, h in r["batches"]], "lab": r["lab"],
+        "manifest_sha256": r["manifest_sha256"], "outcomes_root": r["outcomes_root"],
+        "policy": {"name": r["policy_name"], "sha256": r["policy_sha256"], "version": r["policy_version"]},
+        "rows": {"committed": r["rows_committed"], "duplicate": r["rows_duplicate"], "quarantined": r["rows_quarantined"], "total": r["rows_total"]},
+        "task_id": r["task_id"], "type": "receipt", "v": 1,
+    })
+    assert leaf(receipt).hex() == by_name["receipt"]["leaf_hash"]
+    h = by_name["batch header"]
+    header = canon({**h["input"], "v": 1})
+    assert header.hex() == h["canonical_hex"]
+    assert sha(bytes.fromhex(h["prev_chain_hash"]) + header).hex() == h["chain_hash"]
+
+
+def test_merkle_roots() -> None:
+    for tree in load("merkle.json")["trees"]:
+        assert mth([leaf(bytes.fromhex(d)) for d in tree["leaf_data_hex"]]).hex() == tree["root"]
+
+
+def verify(batches: list[dict[str, Any]]) -> tuple[int, int | None, str] | None:
+    """§6, without the optional expected-record-hash check (the vectors carry no receipts
+    for localisation)."""
+    prev, expected_seq, asset_hashes = bytes(32), 1, {}
+    for b in batches:
+        h, seq = b["header"], expected_seq
+        if h["seq"] != seq:
+            return (seq, None, "batch_missing" if h["seq"] > seq else "batch_out_of_order")
+        leaves = []
+        for i, e in enumerate(b["entries"]):
+            if e["idx"] != i:
+                return (seq, i, "entry_missing")
+            lh = leaf(bytes.fromhex(e["record_hex"]))
+            if lh.hex() != e["leaf_hash"]:
+                return (seq, i, "leaf_hash_mismatch")
+            leaves.append(lh)
+        if len(leaves) < h["records"]:
+            return (seq, len(leaves), "entry_missing")
+        if len(leaves) > h["records"]:
+            return (seq, h["records"], "record_count_mismatch")
+        if mth(leaves).hex() != h["batch_hash"]:
+            return (seq, None, "batch_hash_mismatch")
+        link = sha(prev + canon({**h, "v": 1}))
+        if link.hex() != b["chain_hash"]:
+            return (seq, None, "chain_hash_mismatch")
+        if h["kind"] == "receipt":
+            receipt = json.loads(bytes.fromhex(b["entries"][0]["record_hex"]))
+            for listed in receipt["batches"]:
+                if asset_hashes.get(listed["seq"]) != listed["batch_hash"]:
+                    return (seq, 0, "receipt_batch_mismatch")
+            outcomes = [bytes.fromhex(o) for o in b["outcomes_hex"]]
+            if len(outcomes) != receipt["rows"]["total"]:
+                return (seq, 0, "outcomes_count_mismatch")
+            if mth([leaf(o) for o in outcomes]).hex() != receipt["outcomes_root"]:
+                return (seq, 0, "outcomes_root_mismatch")
+        else:
+            asset_hashes[seq] = h["batch_hash"]
+        prev, expected_seq = link, expected_seq + 1
+    return None
+
+
+def test_chain_verifies() -> None:
+    assert verify(load("chain.json")["ledger"]) is None
+
+
+@pytest.mark.parametrize("vector", load("chain.json")["tampered"], ids=lambda v: v["name"])
+def test_tampering_is_found_where_the_vectors_say(vector: dict[str, Any]) -> None:
+    want = vector["want_failure"]
+    assert verify(vector["batches"]) == (want["batch_seq"], want["entry"], want["reason"])

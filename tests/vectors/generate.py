@@ -1,0 +1,230 @@
+"""Regenerate the test vectors: `python tests/vectors/generate.py`.
+
+The JSON files are committed; tests/core/test_vectors.py checks the code still produces them,
+so a change that alters any hashed byte fails loudly. Everything binary is lowercase hex.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from ledger.core import canonical, records
+from ledger.core.hashing import leaf_hash
+from ledger.core.merkle import consistency_proof, inclusion_proof, root
+from ledger.core.verify import StoredBatch, StoredEntry, verify_batches
+
+HERE = Path(__file__).resolve().parent
+
+CANONICAL_VALUES: list[tuple[str, Any]] = [
+    ("empty object", {}),
+    ("sorted keys", {"b": 1, "a": 2, "A": 3, "a_b": 4, "ab": 5}),
+    ("nested", {"z": [1, {"y": None, "x": True}], "a": False}),
+    ("integers", [0, -1, 9223372036854775807, -9223372036854775808]),
+    ("escapes", "quote \" backslash \\ slash / newline \n tab \t cr \r bs \b ff \f"),
+    ("control characters", "".join(chr(c) for c in range(0, 32)) + "\x7f"),
+    ("non-ascii literal", "Ünïcødé — 😀 \u2028 \u2029 é"),
+    ("empty string", ""),
+]
+
+
+def _hex(data: bytes) -> str:
+    return data.hex()
+
+
+def canonical_vectors() -> list[dict[str, Any]]:
+    return [{"name": name, "value": value, "canonical_hex": _hex(canonical.encode(value))} for name, value in CANONICAL_VALUES]
+
+
+ASSET_DATA = {
+    "asset_id": "CHEM-0042",
+    "grant_code": "NSF-CHE2201234",
+    "category": "chemical",
+    "quantity": 12,
+    "location": "CHM-204-A",
+    "acquisition_date": "2024-05-02",
+    "cas_number": "64-17-5",
+    "hazard_class": "flammable",
+    "unit_cost": "18.50",
+    "description": "Ethanol, 200 proof — 4 L",
+}
+
+
+def record_vectors() -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    asset = records.asset_record(policy="lab-inventory", lab="chem-lab", data=ASSET_DATA)
+    out.append({"name": "asset", "input": {"policy": "lab-inventory", "lab": "chem-lab", "data": ASSET_DATA}, "canonical_hex": _hex(asset), "leaf_hash": _hex(leaf_hash(asset))})
+    outcomes = [
+        {"row": 1, "outcome": "committed", "record_hash": _hex(leaf_hash(asset)), "errors": [], "cells": None},
+        {"row": 2, "outcome": "duplicate", "record_hash": _hex(leaf_hash(asset)), "errors": [], "cells": None},
+        {"row": 3, "outcome": "quarantined", "record_hash": None, "errors": [["quantity", "minimum"], ["location", "pattern"]], "cells": ["EQ-1", "NIH-X1", "equipment", "-3", "lab 5", "2024-01-01", "", "", "", "=cmd"]},
+    ]
+    for item in outcomes:
+        data = records.row_outcome(row=item["row"], outcome=item["outcome"], record_hash=item["record_hash"], errors=[tuple(e) for e in item["errors"]], cells=item["cells"])
+        out.append({"name": f"row_outcome {item['outcome']}", "input": item, "canonical_hex": _hex(data), "leaf_hash": _hex(leaf_hash(data))})
+    receipt_input = {
+        "task_id": "3f1c9a52-6a0e-4c1e-9d2b-7f5d1c0e8a11", "lab": "chem-lab", "manifest_sha256": "ab" * 32,
+        "policy_name": "lab-inventory", "policy_version": "1", "policy_sha256": "cd" * 32,
+        "rows_total": 3, "rows_committed": 1, "rows_duplicate": 1, "rows_quarantined": 1,
+        "outcomes_root": _hex(root([leaf_hash(bytes.fromhex(o["canonical_hex"])) for o in out[1:]])),
+        "batches": [[1, "ef" * 32]],
+    }
+    receipt = records.receipt_record(**{**receipt_input, "batches": [tuple(b) for b in receipt_input["batches"]]})
+    out.append({"name": "receipt", "input": receipt_input, "canonical_hex": _hex(receipt), "leaf_hash": _hex(leaf_hash(receipt))})
+    header = records.BatchHeader(seq=1, kind="assets", batch_hash="ef" * 32, records=1, manifest_sha256="ab" * 32, policy_sha256="cd" * 32, committed_at="2026-11-23T04:00:00.000000Z")
+    header_bytes = records.encode_header(header)
+    out.append({
+        "name": "batch header", "input": {"seq": 1, "kind": "assets", "batch_hash": "ef" * 32, "records": 1, "manifest_sha256": "ab" * 32, "policy_sha256": "cd" * 32, "committed_at": "2026-11-23T04:00:00.000000Z"},
+        "canonical_hex": _hex(header_bytes), "prev_chain_hash": "00" * 32, "chain_hash": _hex(records.chain_hash(bytes(32), header_bytes)),
+    })
+    return out
+
+
+def _leaves(n: int) -> list[bytes]:
+    return [leaf_hash(i.to_bytes(4, "big")) for i in range(n)]
+
+
+def merkle_vectors() -> dict[str, Any]:
+    trees = [{"size": n, "leaf_data_hex": [_hex(i.to_bytes(4, "big")) for i in range(n)], "root": _hex(root(_leaves(n)))} for n in [*range(0, 11), 16, 17, 33]]
+    inclusion: list[dict[str, Any]] = []
+    for n, i in [(1, 0), (2, 1), (5, 4), (7, 3), (8, 0), (17, 16), (33, 12)]:
+        leaves = _leaves(n)
+        proof = [_hex(p) for p in inclusion_proof(leaves, i)]
+        good = {"index": i, "size": n, "leaf_hash": _hex(leaves[i]), "proof": proof, "root": _hex(root(leaves))}
+        inclusion.append({"name": f"size {n} index {i}", **good, "wantErr": False})
+        if proof:
+            flipped = bytes.fromhex(proof[0])
+            inclusion.append({"name": f"size {n} index {i}: proof[0] bit 3 flipped", **good, "proof": [_hex(bytes([flipped[0] ^ 8]) + flipped[1:]), *proof[1:]], "wantErr": True})
+            inclusion.append({"name": f"size {n} index {i}: truncated proof", **good, "proof": proof[:-1], "wantErr": True})
+        inclusion.append({"name": f"size {n} index {i}: trailing garbage", **good, "proof": [*proof, "00" * 32], "wantErr": True})
+        inclusion.append({"name": f"size {n} index {i}: wrong tree size", **good, "size": 2 * n, "wantErr": True})
+        inclusion.append({"name": f"size {n} index {i}: wrong leaf", **good, "leaf_hash": _hex(leaf_hash(b"other")), "wantErr": True})
+        if i + 1 < n:
+            inclusion.append({"name": f"size {n} index {i}: index + 1", **good, "index": i + 1, "wantErr": True})
+    consistency: list[dict[str, Any]] = []
+    for m, n in [(1, 2), (3, 7), (4, 8), (6, 17), (16, 33)]:
+        leaves = _leaves(n)
+        proof = [_hex(p) for p in consistency_proof(leaves, m)]
+        good = {"old_size": m, "new_size": n, "old_root": _hex(root(leaves[:m])), "new_root": _hex(root(leaves)), "proof": proof}
+        consistency.append({"name": f"{m} -> {n}", **good, "wantErr": False})
+        first = bytes.fromhex(proof[0])
+        consistency.append({"name": f"{m} -> {n}: proof[0] bit 3 flipped", **good, "proof": [_hex(bytes([first[0] ^ 8]) + first[1:]), *proof[1:]], "wantErr": True})
+        consistency.append({"name": f"{m} -> {n}: truncated", **good, "proof": proof[:-1], "wantErr": True})
+        consistency.append({"name": f"{m} -> {n}: trailing garbage", **good, "proof": [*proof, "00" * 32], "wantErr": True})
+        consistency.append({"name": f"{m} -> {n}: wrong old root", **good, "old_root": _hex(leaf_hash(b"x")), "wantErr": True})
+    return {"trees": trees, "inclusion": inclusion, "consistency": consistency}
+
+
+def _ledger() -> list[dict[str, Any]]:
+    """Two imports: 3 committed assets in batches of 2, then receipts; as stored rows."""
+    batches: list[dict[str, Any]] = []
+    prev = bytes(32)
+    seq = 0
+
+    def add(kind: str, entries: list[bytes], outcomes: list[bytes] | None, manifest: str, when: str) -> None:
+        nonlocal prev, seq
+        seq += 1
+        leaves = [leaf_hash(e) for e in entries]
+        header = records.BatchHeader(seq=seq, kind=kind, batch_hash=_hex(root(leaves)), records=len(entries), manifest_sha256=manifest, policy_sha256="cd" * 32, committed_at=when)
+        link = records.chain_hash(prev, records.encode_header(header))
+        batches.append({
+            "header": {"seq": seq, "kind": kind, "batch_hash": header.batch_hash, "records": len(entries), "manifest_sha256": manifest, "policy_sha256": "cd" * 32, "committed_at": when},
+            "chain_hash": _hex(link),
+            "entries": [{"idx": i, "record_hex": _hex(e), "leaf_hash": _hex(leaf_hash(e))} for i, e in enumerate(entries)],
+            "outcomes_hex": None if outcomes is None else [_hex(o) for o in outcomes],
+        })
+        prev = link
+
+    assets = [records.asset_record(policy="lab-inventory", lab="chem-lab", data={**ASSET_DATA, "asset_id": f"A-{i:03d}"}) for i in range(3)]
+    manifest = "ab" * 32
+    add("assets", assets[:2], None, manifest, "2026-11-23T04:00:00.000000Z")
+    add("assets", assets[2:], None, manifest, "2026-11-23T04:00:00.000000Z")
+    outcomes = [records.row_outcome(row=i + 1, outcome="committed", record_hash=_hex(leaf_hash(a))) for i, a in enumerate(assets)]
+    outcomes.append(records.row_outcome(row=4, outcome="quarantined", record_hash=None, errors=[("quantity", "integer")], cells=["A-9", "NIH-X1", "equipment", "1.5"]))
+    receipt = records.receipt_record(
+        task_id="3f1c9a52-6a0e-4c1e-9d2b-7f5d1c0e8a11", lab="chem-lab", manifest_sha256=manifest, policy_name="lab-inventory",
+        policy_version="1", policy_sha256="cd" * 32, rows_total=4, rows_committed=3, rows_duplicate=0, rows_quarantined=1,
+        outcomes_root=_hex(root([leaf_hash(o) for o in outcomes])), batches=[(1, batches[0]["header"]["batch_hash"]), (2, batches[1]["header"]["batch_hash"])],
+    )
+    add("receipt", [receipt], outcomes, manifest, "2026-11-23T04:00:00.000000Z")
+    return batches
+
+
+def to_stored(batches: list[dict[str, Any]]) -> list[StoredBatch]:
+    return [
+        StoredBatch(
+            header=records.BatchHeader(**b["header"]),
+            chain_hash=bytes.fromhex(b["chain_hash"]),
+            entries=[StoredEntry(idx=e["idx"], record=bytes.fromhex(e["record_hex"]), leaf_hash=bytes.fromhex(e["leaf_hash"])) for e in b["entries"]],
+            outcomes=None if b["outcomes_hex"] is None else [bytes.fromhex(o) for o in b["outcomes_hex"]],
+        )
+        for b in batches
+    ]
+
+
+def chain_vectors() -> dict[str, Any]:
+    ledger = _ledger()
+    tampered: list[dict[str, Any]] = []
+
+    def variant(name: str, mutate: Any) -> None:
+        batches = copy.deepcopy(ledger)
+        mutate(batches)
+        failure = verify_batches(to_stored(batches)).first_failure
+        assert failure is not None, name
+        tampered.append({"name": name, "batches": batches, "want_failure": {"batch_seq": failure.batch_seq, "entry": failure.entry, "reason": failure.reason}})
+
+    def change_quantity(b: list[dict[str, Any]]) -> None:
+        e = b[0]["entries"][1]
+        e["record_hex"] = _hex(bytes.fromhex(e["record_hex"]).replace(b'"quantity":12', b'"quantity":13'))
+
+    def rewrite_consistently(b: list[dict[str, Any]]) -> None:
+        change_quantity(b)
+        e = b[0]["entries"][1]
+        e["leaf_hash"] = _hex(leaf_hash(bytes.fromhex(e["record_hex"])))
+
+    def delete_entry(b: list[dict[str, Any]]) -> None:
+        del b[0]["entries"][0]
+
+    def delete_batch(b: list[dict[str, Any]]) -> None:
+        del b[1]
+
+    def swap(b: list[dict[str, Any]]) -> None:
+        e = b[0]["entries"]
+        e[0]["record_hex"], e[1]["record_hex"] = e[1]["record_hex"], e[0]["record_hex"]
+        e[0]["leaf_hash"], e[1]["leaf_hash"] = e[1]["leaf_hash"], e[0]["leaf_hash"]
+
+    def retime(b: list[dict[str, Any]]) -> None:
+        b[1]["header"]["committed_at"] = "2026-11-23T04:00:01.000000Z"
+
+    def drop_outcome(b: list[dict[str, Any]]) -> None:
+        b[2]["outcomes_hex"] = b[2]["outcomes_hex"][:-1]
+
+    def forge_outcome(b: list[dict[str, Any]]) -> None:
+        b[2]["outcomes_hex"][3] = _hex(records.row_outcome(row=4, outcome="quarantined", record_hash=None, errors=[("quantity", "minimum")], cells=["A-9"]))
+
+    variant("one quantity changed", change_quantity)
+    variant("entry rewritten with its leaf hash", rewrite_consistently)
+    variant("entry deleted", delete_entry)
+    variant("batch deleted", delete_batch)
+    variant("two entries swapped", swap)
+    variant("batch time changed", retime)
+    variant("row outcome dropped", drop_outcome)
+    variant("row outcome rewritten", forge_outcome)
+    return {"ledger": ledger, "tampered": tampered}
+
+
+def main() -> None:
+    for name, data in [
+        ("canonical.json", canonical_vectors()),
+        ("records.json", record_vectors()),
+        ("merkle.json", merkle_vectors()),
+        ("chain.json", chain_vectors()),
+    ]:
+        (HERE / name).write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"wrote {HERE / name}")
+
+
+if __name__ == "__main__":
+    main()
