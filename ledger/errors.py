@@ -1,14 +1,14 @@
 """Errors the shell raises towards callers; the HTTP layer maps them to status and body.
 
-    ServiceError              code + human message (+ extra fields for the body)
-    ├── InvalidRequest        400/422: the request is wrong, say what to change
-    ├── Unauthorized          401: no valid token
-    ├── Forbidden             403: valid token, wrong role or lab
-    ├── NotFound              404
-    ├── Conflict              409
-    ├── PayloadTooLarge       413
-    ├── TooManyRequests       429 (with retry_after seconds)
-    └── Unavailable           503
+ServiceError              code + human message (+ extra fields for the body)
+├── InvalidRequest        400/422: the request is wrong, say what to change
+├── Unauthorized          401: no valid token
+├── Forbidden             403: valid token, wrong role or lab
+├── NotFound              404
+├── Conflict              409
+├── PayloadTooLarge       413
+├── TooManyRequests       429 (with retry_after seconds)
+└── Unavailable           503
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ __all__ = [
     "InvalidRequest",
     "NotFound",
     "PayloadTooLarge",
-    "TooManyRequests",
     "ServiceError",
+    "TooManyRequests",
     "Unauthorized",
     "Unavailable",
 ]

@@ -19,18 +19,14 @@ target_metadata = metadata
 EXTERNAL_TABLES = {"pgqueuer", "pgqueuer_log", "pgqueuer_statistics", "pgqueuer_schedules"}
 
 
-def include_object(
-    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
-) -> bool:
+def include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
     return not (type_ == "table" and name in EXTERNAL_TABLES)
 
 
 def _url() -> str:
     url = config.get_main_option("sqlalchemy.url") or os.environ.get("LEDGER_DATABASE_URL")
     if not url:
-        raise RuntimeError(
-            "no database URL: pass one to `ledger migrate` or set LEDGER_DATABASE_URL"
-        )
+        raise RuntimeError("no database URL: pass one to `ledger migrate` or set LEDGER_DATABASE_URL")
     return sqlalchemy_url(url)
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from litestar.connection import ASGIConnection
-from litestar.middleware.authentication import AbstractAuthenticationMiddleware, AuthenticationResult
+from litestar.middleware.authentication import (
+    AbstractAuthenticationMiddleware,
+    AuthenticationResult,
+)
 
 from ledger.api.state import AppState
 from ledger.db.tokens import find_token
@@ -20,13 +23,9 @@ class TokenAuthMiddleware(AbstractAuthenticationMiddleware):
         header = connection.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized(
-                "unauthorized", "send a token in the Authorization header: 'Bearer <token>'"
-            )
+            raise Unauthorized("unauthorized", "send a token in the Authorization header: 'Bearer <token>'")
         state: AppState = connection.app.state.ledger
         row = await find_token(state.db, token.strip())
         if row is None:
             raise Unauthorized("unauthorized", "the token is not valid (unknown or revoked)")
-        return AuthenticationResult(
-            user=Principal(token_id=row.id, role=row.role, labs=row.labs), auth=None
-        )
+        return AuthenticationResult(user=Principal(token_id=row.id, role=row.role, labs=row.labs), auth=None)

@@ -14,10 +14,7 @@ from typing import TextIO
 
 __all__ = ["HEADER", "generate_rows", "write_manifest"]
 
-HEADER = (
-    "asset_id,grant_code,category,quantity,location,acquisition_date,cas_number,"
-    "hazard_class,unit_cost,description"
-)
+HEADER = "asset_id,grant_code,category,quantity,location,acquisition_date,cas_number,hazard_class,unit_cost,description"
 
 _AGENCIES = ("NIH", "NSF", "DOE", "DOD", "EPA")
 _BUILDINGS = ("CHM", "BIO", "PHY", "ENG", "MED")

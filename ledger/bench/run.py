@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -99,9 +99,7 @@ async def _copy_baseline(database_url: str, path: Path) -> float:
     try:
         columns = HEADER.split(",")
         await conn.execute("DROP TABLE IF EXISTS bench_copy")
-        await conn.execute(
-            "CREATE TABLE bench_copy (" + ", ".join(f"{c} text" for c in columns) + ")"
-        )
+        await conn.execute("CREATE TABLE bench_copy (" + ", ".join(f"{c} text" for c in columns) + ")")
         await conn.execute("CREATE INDEX ON bench_copy (asset_id, grant_code)")
         start = time.perf_counter()
         await conn.copy_to_table("bench_copy", source=path, format="csv", header=True)
@@ -136,7 +134,9 @@ async def _one_run(path: Path, rows: int, concurrent: int, home: Path) -> BenchR
             database_url, _handle = resolve_database(Settings.from_env(home=home), stop_on_exit=False)
             copy_seconds = await _copy_baseline(database_url, path)
 
-            workers = [c for c in psutil.Process(proc.pid).children(recursive=True) if "worker" in " ".join(c.cmdline())]
+            workers = [
+                c for c in psutil.Process(proc.pid).children(recursive=True) if "worker" in " ".join(c.cmdline())
+            ]
             peak_rss = 0
             latencies: dict[str, list[float]] = {"assets": [], "status": [], "submit": []}
             done = asyncio.Event()
@@ -146,10 +146,8 @@ async def _one_run(path: Path, rows: int, concurrent: int, home: Path) -> BenchR
                 nonlocal peak_rss
                 while not done.is_set():
                     for w in workers:
-                        try:
+                        with suppress(psutil.NoSuchProcess):
                             peak_rss = max(peak_rss, w.memory_info().rss)
-                        except psutil.NoSuchProcess:
-                            pass
                     t0 = time.perf_counter()
                     await client.get("/assets", params={"limit": 50})
                     latencies["assets"].append(time.perf_counter() - t0)

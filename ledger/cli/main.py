@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -97,8 +98,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 def _spawn_workers(url: str, count: int) -> list[subprocess.Popen[bytes]]:
     env = {**os.environ, "LEDGER_DATABASE_URL": url}
     return [
-        subprocess.Popen([sys.executable, "-m", "ledger.cli.main", "worker"], env=env)
-        for _ in range(max(1, count))
+        subprocess.Popen([sys.executable, "-m", "ledger.cli.main", "worker"], env=env) for _ in range(max(1, count))
     ]
 
 
@@ -123,11 +123,8 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from ledger.jobs.worker import run_worker
 
     url, _handle = resolve_database(settings)
-    with _terminate_as_interrupt():
-        try:
-            run_worker(settings, url)
-        except KeyboardInterrupt:
-            pass
+    with _terminate_as_interrupt(), contextlib.suppress(KeyboardInterrupt):
+        run_worker(settings, url)
     return 0
 
 
@@ -234,9 +231,9 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--label", help="a note on whom the token is for")
     create.set_defaults(func=cmd_token_create)
 
-    sub.add_parser(
-        "verify", help="recompute every hash of the ledger; exit 0 intact, 1 tampered"
-    ).set_defaults(func=cmd_verify)
+    sub.add_parser("verify", help="recompute every hash of the ledger; exit 0 intact, 1 tampered").set_defaults(
+        func=cmd_verify
+    )
 
     bench = sub.add_parser("bench", help="import a synthetic manifest through the API and measure it")
     bench.add_argument("--rows", type=int, default=100_000)
@@ -245,7 +242,10 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--data-dir", help="where manifests are generated (default LEDGER_HOME/bench)")
     bench.add_argument("--generate-only", action="store_true", help="only write the sample manifests")
     bench.add_argument(
-        "--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000],
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[10_000, 100_000, 1_000_000],
         help="row counts for --generate-only",
     )
     bench.set_defaults(func=cmd_bench)

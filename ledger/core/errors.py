@@ -1,11 +1,11 @@
 """Errors of the pure core.
 
-    LedgerError
-    ├── CanonicalError        a value has no canonical encoding (float, bad key, ...)
-    ├── RecordError           a record does not follow the ledger format
-    ├── ProofError            a Merkle proof does not verify
-    │   └── RootMismatchError the proof leads to another root
-    └── PolicyError           (ledger.core.policy) a policy file is malformed
+LedgerError
+├── CanonicalError        a value has no canonical encoding (float, bad key, ...)
+├── RecordError           a record does not follow the ledger format
+├── ProofError            a Merkle proof does not verify
+│   └── RootMismatchError the proof leads to another root
+└── PolicyError           (ledger.core.policy) a policy file is malformed
 """
 
 from __future__ import annotations

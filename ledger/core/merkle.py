@@ -140,9 +140,7 @@ def consistency_proof(leaf_hashes: Sequence[bytes], old_size: int) -> list[bytes
     return sub(old_size, 0, n, True)
 
 
-def verify_consistency(
-    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
-) -> None:
+def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]) -> None:
     """RFC 9162 §2.1.4.2: the tree of ``new_size`` leaves extends the one of ``old_size``."""
     if not 0 <= old_size <= new_size:
         raise ProofError(f"sizes {old_size} -> {new_size} do not grow")

@@ -67,7 +67,7 @@ def row_outcome(
     }
     if cells is not None:
         value["cells"] = list(cells)
-    return encode(value)  # type: ignore[arg-type]
+    return encode(value)
 
 
 def receipt_record(

@@ -84,30 +84,47 @@ class ChainVerifier:
         expected = batch.expected_leaves
         for position, entry in enumerate(batch.entries):
             if entry.idx != position:
-                return Failure(seq, position, "entry_missing", f"entry {position} is missing (next stored is {entry.idx})")
+                return Failure(
+                    seq, position, "entry_missing", f"entry {position} is missing (next stored is {entry.idx})"
+                )
             leaf = leaf_hash(entry.record)
             self._records += 1
             if leaf != entry.leaf_hash:
                 return Failure(
-                    seq, position, "leaf_hash_mismatch",
+                    seq,
+                    position,
+                    "leaf_hash_mismatch",
                     f"record bytes hash to {leaf.hex()}, stored leaf hash is {entry.leaf_hash.hex()}",
                 )
             if expected is not None and (position >= len(expected) or leaf != expected[position]):
                 return Failure(
-                    seq, position, "entry_not_as_recorded",
+                    seq,
+                    position,
+                    "entry_not_as_recorded",
                     "the entry differs from the record its import's receipt accounts for at this position",
                 )
             leaves.append(leaf)
         if len(leaves) != header.records:
             if len(leaves) < header.records:
-                return Failure(seq, len(leaves), "entry_missing", f"header says {header.records} records, found {len(leaves)}")
-            return Failure(seq, header.records, "record_count_mismatch", f"header says {header.records} records, found {len(leaves)}")
+                return Failure(
+                    seq, len(leaves), "entry_missing", f"header says {header.records} records, found {len(leaves)}"
+                )
+            return Failure(
+                seq,
+                header.records,
+                "record_count_mismatch",
+                f"header says {header.records} records, found {len(leaves)}",
+            )
         computed = root(leaves).hex()
         if computed != header.batch_hash:
-            return Failure(seq, None, "batch_hash_mismatch", f"entries give root {computed}, header says {header.batch_hash}")
+            return Failure(
+                seq, None, "batch_hash_mismatch", f"entries give root {computed}, header says {header.batch_hash}"
+            )
         link = chain_hash(self._prev, encode_header(header))
         if link != batch.chain_hash:
-            return Failure(seq, None, "chain_hash_mismatch", f"header links to {link.hex()}, stored {batch.chain_hash.hex()}")
+            return Failure(
+                seq, None, "chain_hash_mismatch", f"header links to {link.hex()}, stored {batch.chain_hash.hex()}"
+            )
         if header.kind == "receipt":
             failure = self._check_receipt(batch)
             if failure is not None:
@@ -129,7 +146,9 @@ class ChainVerifier:
         for listed in receipt.batches:
             if self._asset_batches.get(listed.seq) != listed.batch_hash:
                 return Failure(
-                    seq, 0, "receipt_batch_mismatch",
+                    seq,
+                    0,
+                    "receipt_batch_mismatch",
                     f"receipt lists batch {listed.seq} with hash {listed.batch_hash}, the chain does not",
                 )
         outcomes = batch.outcomes
@@ -137,14 +156,18 @@ class ChainVerifier:
             return None
         if len(outcomes) != receipt.rows.total:
             return Failure(
-                seq, 0, "outcomes_count_mismatch",
+                seq,
+                0,
+                "outcomes_count_mismatch",
                 f"receipt accounts for {receipt.rows.total} rows, {len(outcomes)} row outcomes stored",
             )
         acc = MerkleAccumulator()
         for outcome in outcomes:
             acc.append(leaf_hash(outcome))
         if acc.root().hex() != receipt.outcomes_root:
-            return Failure(seq, 0, "outcomes_root_mismatch", "the stored row outcomes do not give the receipt's outcomes_root")
+            return Failure(
+                seq, 0, "outcomes_root_mismatch", "the stored row outcomes do not give the receipt's outcomes_root"
+            )
         return None
 
 

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import asyncpg
 import msgspec
+
+from ledger.db.pool import Executor
 
 __all__ = ["AssetFilter", "AssetRow", "HistoryRow", "asset_history", "list_assets"]
 
@@ -45,7 +46,7 @@ class HistoryRow(msgspec.Struct, frozen=True):
 
 
 async def list_assets(
-    conn: asyncpg.Connection[Any] | asyncpg.Pool[Any],
+    conn: Executor,
     flt: AssetFilter,
     *,
     after: tuple[str, str] | None,
@@ -87,7 +88,7 @@ async def list_assets(
 
 
 async def asset_history(
-    conn: asyncpg.Connection[Any] | asyncpg.Pool[Any],
+    conn: Executor,
     asset_id: str,
     grant_code: str | None,
 ) -> list[HistoryRow]:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
 
-import asyncpg
 import msgspec
 
 from ledger.core import records
 from ledger.core.verify import ChainVerifier, StoredBatch, StoredEntry, VerifyReport
 from ledger.db.ledger_store import outcome_bytes
+from ledger.db.pool import Conn, Executor
 
 __all__ = ["Head", "get_head", "verify_ledger"]
 
@@ -24,7 +23,7 @@ class Head(msgspec.Struct, frozen=True):
     committed_at: datetime | None
 
 
-async def get_head(conn: asyncpg.Connection[Any] | asyncpg.Pool[Any]) -> Head:
+async def get_head(conn: Executor) -> Head:
     row = await conn.fetchrow(
         """
         SELECT h.seq, h.chain_hash, b.batch_hash, b.committed_at
@@ -41,7 +40,7 @@ async def get_head(conn: asyncpg.Connection[Any] | asyncpg.Pool[Any]) -> Head:
     )
 
 
-async def verify_ledger(conn: asyncpg.Connection[Any]) -> VerifyReport:
+async def verify_ledger(conn: Conn) -> VerifyReport:
     """Recompute every record hash, batch root, chain link and receipt from the stored rows."""
     verifier = ChainVerifier()
     async for batch in _stored_batches(conn):
@@ -50,7 +49,7 @@ async def verify_ledger(conn: asyncpg.Connection[Any]) -> VerifyReport:
     return verifier.report()
 
 
-async def _stored_batches(conn: asyncpg.Connection[Any]) -> AsyncIterator[StoredBatch]:
+async def _stored_batches(conn: Conn) -> AsyncIterator[StoredBatch]:
     # Per import: the row number of the last committed row already matched to an entry,
     # so each asset batch is compared with the next slice of the receipt's committed rows.
     last_row: dict[uuid.UUID, int] = {}

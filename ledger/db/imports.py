@@ -5,10 +5,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import Any
 
 import asyncpg
 import msgspec
+
+from ledger.db.pool import Conn, Executor
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -25,8 +27,6 @@ __all__ = [
 ]
 
 TERMINAL_STATUSES = frozenset({"done", "failed", "cancelled"})
-
-Conn: TypeAlias = "asyncpg.Connection[Any] | asyncpg.Pool[Any]"
 
 
 class ImportRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -61,7 +61,7 @@ def _record(row: asyncpg.Record) -> ImportRecord:
     return ImportRecord(**dict(row))
 
 
-async def insert_import(conn: Conn, record: ImportRecord, submitted_by: uuid.UUID | None) -> bool:
+async def insert_import(conn: Executor, record: ImportRecord, submitted_by: uuid.UUID | None) -> bool:
     """Insert unless (lab, idempotency_key) exists; True when this call created it."""
     created = await conn.fetchval(
         """
@@ -90,19 +90,17 @@ async def insert_import(conn: Conn, record: ImportRecord, submitted_by: uuid.UUI
     return bool(created)
 
 
-async def get_import(conn: Conn, import_id: uuid.UUID) -> ImportRecord | None:
+async def get_import(conn: Executor, import_id: uuid.UUID) -> ImportRecord | None:
     row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM imports WHERE id = $1", import_id)
     return None if row is None else _record(row)
 
 
-async def find_by_key(conn: Conn, lab: str, key: str) -> ImportRecord | None:
-    row = await conn.fetchrow(
-        f"SELECT {_COLUMNS} FROM imports WHERE lab = $1 AND idempotency_key = $2", lab, key
-    )
+async def find_by_key(conn: Executor, lab: str, key: str) -> ImportRecord | None:
+    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM imports WHERE lab = $1 AND idempotency_key = $2", lab, key)
     return None if row is None else _record(row)
 
 
-async def set_status(conn: Conn, import_id: uuid.UUID, status: str) -> None:
+async def set_status(conn: Executor, import_id: uuid.UUID, status: str) -> None:
     """Move a running import on; a cancelled or finished one is left as it is."""
     await conn.execute(
         """
@@ -116,9 +114,7 @@ async def set_status(conn: Conn, import_id: uuid.UUID, status: str) -> None:
     )
 
 
-async def set_progress(
-    conn: Conn, import_id: uuid.UUID, *, rows: int, quarantined: int, bytes_read: int
-) -> str:
+async def set_progress(conn: Executor, import_id: uuid.UUID, *, rows: int, quarantined: int, bytes_read: int) -> str:
     """Record progress; returns the import's status, so the caller notices a cancel."""
     status: str = await conn.fetchval(
         """
@@ -133,7 +129,7 @@ async def set_progress(
     return status
 
 
-async def mark_failed(conn: Conn, import_id: uuid.UUID, error: dict[str, Any]) -> None:
+async def mark_failed(conn: Executor, import_id: uuid.UUID, error: dict[str, Any]) -> None:
     await conn.execute(
         """
         UPDATE imports SET status = 'failed', error = $2, finished_at = now(),
@@ -154,7 +150,7 @@ class RowOutcome(msgspec.Struct, frozen=True):
 
 
 async def list_rows(
-    conn: Conn, import_id: uuid.UUID, *, outcome: str | None, after: int, limit: int
+    conn: Executor, import_id: uuid.UUID, *, outcome: str | None, after: int, limit: int
 ) -> list[RowOutcome]:
     rows = await conn.fetch(
         """
@@ -180,7 +176,7 @@ async def list_rows(
 
 
 async def iter_quarantined(
-    conn: asyncpg.Connection[Any], import_id: uuid.UUID, *, page: int = 5_000
+    conn: Conn, import_id: uuid.UUID, *, page: int = 5_000
 ) -> AsyncIterator[tuple[int, list[dict[str, str]], list[str]]]:
     """(row, errors, cells) of every quarantined row, in row order, a page at a time."""
     after = 0

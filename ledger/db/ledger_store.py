@@ -18,6 +18,7 @@ import msgspec
 from ledger.core import merkle, records
 from ledger.core.errors import LedgerError
 from ledger.core.hashing import leaf_hash
+from ledger.db.pool import Conn
 
 __all__ = ["FinalizeResult", "ImportCancelled", "ImportContext", "finalize_import", "outcome_bytes"]
 
@@ -152,9 +153,7 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 """
 
 
-async def finalize_import(
-    conn: asyncpg.Connection[Any], ctx: ImportContext, *, batch_rows_max: int
-) -> FinalizeResult:
+async def finalize_import(conn: Conn, ctx: ImportContext, *, batch_rows_max: int) -> FinalizeResult:
     """Classify, commit and account for every staged row of one import, atomically.
 
     A dry run classifies against the ledger and records the row outcomes but takes no
@@ -169,9 +168,7 @@ async def finalize_import(
         if not ctx.dry_run:
             # The head lock serialises linking, and also the dedupe decisions that depend
             # on what the previous import committed.
-            head = await conn.fetchrow(
-                "SELECT seq, chain_hash FROM ledger_head WHERE id = 1 FOR UPDATE"
-            )
+            head = await conn.fetchrow("SELECT seq, chain_hash FROM ledger_head WHERE id = 1 FOR UPDATE")
             assert head is not None, "ledger_head row missing: run migrations"
         await conn.execute(_CLASSIFY)
         await conn.execute(_DECIDE, ctx.import_id)
@@ -224,9 +221,7 @@ async def finalize_import(
                 receipt_leaf,
                 ctx.import_id,
             )
-            await conn.execute(
-                "UPDATE ledger_head SET seq = $1, chain_hash = $2 WHERE id = 1", seq, prev
-            )
+            await conn.execute("UPDATE ledger_head SET seq = $1, chain_hash = $2 WHERE id = 1", seq, prev)
         await conn.execute(
             """
             UPDATE imports SET status = 'done', finished_at = now(), error = NULL,
@@ -282,7 +277,7 @@ def _link(
     return link, row
 
 
-async def _batch_roots(conn: asyncpg.Connection[Any], batch_rows_max: int) -> list[tuple[bytes, int]]:
+async def _batch_roots(conn: Conn, batch_rows_max: int) -> list[tuple[bytes, int]]:
     """Merkle root and size of each batch of committed rows, in row order."""
     roots: list[tuple[bytes, int]] = []
     pending: list[bytes] = []
@@ -300,7 +295,7 @@ async def _batch_roots(conn: asyncpg.Connection[Any], batch_rows_max: int) -> li
     return roots
 
 
-async def _outcomes_root(conn: asyncpg.Connection[Any], import_id: uuid.UUID) -> bytes:
+async def _outcomes_root(conn: Conn, import_id: uuid.UUID) -> bytes:
     acc = merkle.MerkleAccumulator()
     cursor = conn.cursor(
         """

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 import msgspec
+from asyncpg.pool import PoolConnectionProxy
 
 from ledger.db.urls import asyncpg_dsn
 
-__all__ = ["connect", "create_pool"]
+__all__ = ["Conn", "Executor", "connect", "create_pool"]
+
+# A connection of our own or one borrowed from a pool; Executor also admits the pool itself.
+Conn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
+Executor: TypeAlias = "Conn | asyncpg.Pool[Any]"
 
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode
@@ -30,9 +35,7 @@ async def _init(conn: asyncpg.Connection[Any]) -> None:
 
 
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool[Any]:
-    pool = await asyncpg.create_pool(
-        asyncpg_dsn(url), min_size=min_size, max_size=max_size, init=_init
-    )
+    pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=min_size, max_size=max_size, init=_init)
     assert pool is not None
     return pool
 

@@ -170,9 +170,7 @@ import_rows = Table(
     Column("record_hash", LargeBinary),
     Column("errors", JSONB),
     Column("cells", JSONB),
-    CheckConstraint(
-        "outcome IN ('committed', 'duplicate', 'quarantined')", name="import_rows_outcome_check"
-    ),
+    CheckConstraint("outcome IN ('committed', 'duplicate', 'quarantined')", name="import_rows_outcome_check"),
 )
 Index("import_rows_outcome_idx", import_rows.c.import_id, import_rows.c.outcome, import_rows.c.row_no)
 

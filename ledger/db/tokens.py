@@ -6,10 +6,10 @@ import hashlib
 import secrets
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
-import asyncpg
 import msgspec
+
+from ledger.db.pool import Executor
 
 __all__ = ["TokenRow", "any_admin", "create_token", "find_token", "token_digest"]
 
@@ -28,7 +28,7 @@ def token_digest(token: str) -> bytes:
 
 
 async def create_token(
-    conn: asyncpg.Connection[Any] | asyncpg.Pool[Any],
+    conn: Executor,
     *,
     role: str,
     labs: Sequence[str] = (),
@@ -47,7 +47,7 @@ async def create_token(
     return token, TokenRow(id=row_id, role=role, labs=tuple(labs))
 
 
-async def find_token(conn: asyncpg.Connection[Any] | asyncpg.Pool[Any], token: str) -> TokenRow | None:
+async def find_token(conn: Executor, token: str) -> TokenRow | None:
     row = await conn.fetchrow(
         "SELECT id, role, labs FROM tokens WHERE token_hash = $1 AND revoked_at IS NULL",
         token_digest(token),
@@ -57,7 +57,5 @@ async def find_token(conn: asyncpg.Connection[Any] | asyncpg.Pool[Any], token: s
     return TokenRow(id=row["id"], role=row["role"], labs=tuple(row["labs"]))
 
 
-async def any_admin(conn: asyncpg.Connection[Any] | asyncpg.Pool[Any]) -> bool:
-    return bool(
-        await conn.fetchval("SELECT EXISTS (SELECT 1 FROM tokens WHERE role = 'admin' AND revoked_at IS NULL)")
-    )
+async def any_admin(conn: Executor) -> bool:
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM tokens WHERE role = 'admin' AND revoked_at IS NULL)"))

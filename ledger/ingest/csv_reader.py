@@ -132,7 +132,9 @@ class CsvManifestReader:
             if not cells or all(not c.strip() for c in cells):
                 continue
             if len(cells) > row_cells_max:
-                return self._broken("too_many_cells", f"the record has {len(cells)} cells, more than {row_cells_max}", cells)
+                return self._broken(
+                    "too_many_cells", f"the record has {len(cells)} cells, more than {row_cells_max}", cells
+                )
             return Record(self._row, cells)
 
     def _broken(self, rule: str, message: str, cells: list[str]) -> Record:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import msgspec
 
@@ -29,7 +30,7 @@ def neutralise_cell(value: str) -> str:
     return "'" + value if value.startswith(_FORMULA_START) else value
 
 
-def _line(writer: csv.Writer, buffer: io.StringIO, cells: Sequence[str]) -> None:
+def _line(writer: Any, buffer: io.StringIO, cells: Sequence[str]) -> None:
     writer.writerow([neutralise_cell(c) for c in cells])
 
 

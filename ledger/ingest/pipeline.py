@@ -13,14 +13,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
 from ledger.config import Settings
 from ledger.core.hashing import leaf_hash
 from ledger.core.policy import ManifestRefused, Policy
 from ledger.core.records import asset_record
 from ledger.db import imports as imports_db
 from ledger.db.ledger_store import ImportCancelled, ImportContext, finalize_import
+from ledger.db.pool import Conn
 from ledger.ingest.csv_reader import CsvManifestReader, iter_chunks
 from ledger.ingest.errors import ManifestError
 from ledger.ingest.limits import chunk_rows, manifest_rows_max, quarantined_cell_chars_max
@@ -55,9 +54,7 @@ class ImportFailed(Exception):
         self.error: dict[str, Any] = {"code": code, "message": message, **extra}
 
 
-async def run_import(
-    conn: asyncpg.Connection[Any], import_id: uuid.UUID, policies: PolicyRegistry, settings: Settings
-) -> None:
+async def run_import(conn: Conn, import_id: uuid.UUID, policies: PolicyRegistry, settings: Settings) -> None:
     record = await imports_db.get_import(conn, import_id)
     if record is None:
         log.warning("import_missing", task_id=str(import_id))
@@ -112,7 +109,7 @@ async def run_import(
         await _fail(conn, import_id, {"code": "internal", "message": f"import failed: {type(exc).__name__}"})
 
 
-async def _fail(conn: asyncpg.Connection[Any], import_id: uuid.UUID, error: dict[str, Any]) -> None:
+async def _fail(conn: Conn, import_id: uuid.UUID, error: dict[str, Any]) -> None:
     await conn.execute("DELETE FROM import_staging WHERE import_id = $1", import_id)
     await imports_db.mark_failed(conn, import_id, error)
 
@@ -132,7 +129,7 @@ def _policy_for(policies: PolicyRegistry, record: imports_db.ImportRecord) -> Po
 
 
 async def _stage(
-    conn: asyncpg.Connection[Any],
+    conn: Conn,
     record: imports_db.ImportRecord,
     policy: Policy,
     path: Path,
@@ -150,9 +147,7 @@ async def _stage(
             if getattr(exc, name, None)
         }
         raise ImportFailed(exc.code, str(exc), **extra) from exc
-    await conn.execute(
-        "UPDATE imports SET header = $2, status = 'validating' WHERE id = $1", record.id, reader.header
-    )
+    await conn.execute("UPDATE imports SET header = $2, status = 'validating' WHERE id = $1", record.id, reader.header)
     rows = quarantined = 0
     try:
         for chunk in iter_chunks(reader, chunk_rows):
@@ -160,12 +155,8 @@ async def _stage(
             rows += len(staged)
             quarantined += sum(1 for row in staged if row[6] is not None)
             if rows > manifest_rows_max:
-                raise ImportFailed(
-                    "too_many_rows", f"the manifest has more than {manifest_rows_max} rows"
-                )
-            await conn.copy_records_to_table(
-                "import_staging", records=staged, columns=_STAGING_COLUMNS
-            )
+                raise ImportFailed("too_many_rows", f"the manifest has more than {manifest_rows_max} rows")
+            await conn.copy_records_to_table("import_staging", records=staged, columns=_STAGING_COLUMNS)
             status = await imports_db.set_progress(
                 conn, record.id, rows=rows, quarantined=quarantined, bytes_read=reader.bytes_read
             )
@@ -178,9 +169,7 @@ async def _stage(
     return rows
 
 
-def stage_chunk(
-    import_id: uuid.UUID, lab: str, policy: Policy, binding: Any, chunk: list[Any]
-) -> list[StagedRow]:
+def stage_chunk(import_id: uuid.UUID, lab: str, policy: Policy, binding: Any, chunk: list[Any]) -> list[StagedRow]:
     """Validate, normalise and hash one chunk of records: pure CPU, no I/O."""
     out: list[StagedRow] = []
     name = policy.name

@@ -101,7 +101,9 @@ class _Receiver:
         else:
             self._value += data[start:end]
             if len(self._value) > form_field_bytes_max:
-                raise MultipartError("bad_multipart", f"form field {self._part!r} is longer than {form_field_bytes_max} bytes")
+                raise MultipartError(
+                    "bad_multipart", f"form field {self._part!r} is longer than {form_field_bytes_max} bytes"
+                )
 
     def _part_end(self) -> None:
         if self._part == FILE_FIELD:

@@ -44,6 +44,4 @@ def submission_lab(principal: Principal, requested: str | None) -> str:
         return requested
     if principal.role == "lab_manager" and len(principal.labs) == 1:
         return principal.labs[0]
-    raise InvalidRequest(
-        "lab_required", "name the lab this manifest belongs to in the form field 'lab'"
-    )
+    raise InvalidRequest("lab_required", "name the lab this manifest belongs to in the form field 'lab'")

@@ -16,8 +16,8 @@ import msgspec
 from ledger.config import Settings
 from ledger.db import imports as imports_db
 from ledger.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, TooManyRequests
-from ledger.ingest.errors_csv import ErrorReportRow, iter_errors_csv
 from ledger.ingest.errors import MultipartError, UploadTooLarge
+from ledger.ingest.errors_csv import ErrorReportRow, iter_errors_csv
 from ledger.ingest.spool import receive_multipart
 from ledger.jobs.queue import enqueue_import
 from ledger.services.access import Principal, require_lab, require_role, submission_lab
@@ -118,9 +118,7 @@ async def submit(
         )
     settings.spool_dir.mkdir(parents=True, exist_ok=True)
     try:
-        upload = await receive_multipart(
-            body, content_type, settings.spool_dir, max_bytes=settings.upload_bytes_max
-        )
+        upload = await receive_multipart(body, content_type, settings.spool_dir, max_bytes=settings.upload_bytes_max)
     except UploadTooLarge as exc:
         raise PayloadTooLarge(
             "upload_too_large", f"the upload is larger than the limit of {settings.upload_bytes_max} bytes"
@@ -139,9 +137,7 @@ async def submit(
             raise InvalidRequest("unknown_policy", str(exc)) from exc
         lab = submission_lab(principal, fields.get("lab"))
         dry_run = _flag(fields.get("dry_run", ""), "dry_run")
-        key = idempotency_key or default_idempotency_key(
-            spooled.sha256_hex, policy.name, policy.version, dry_run
-        )
+        key = idempotency_key or default_idempotency_key(spooled.sha256_hex, policy.name, policy.version, dry_run)
         task_id = uuid.uuid4()
         accepted = Accepted(
             task_id=str(task_id),
@@ -303,9 +299,7 @@ async def list_rows(
     return RowsPage(items=items, next=str(items[-1].row) if len(items) == limit else None)
 
 
-async def error_report(
-    pool: asyncpg.Pool[Any], principal: Principal, task_id: str
-) -> tuple[str, AsyncIterator[str]]:
+async def error_report(pool: asyncpg.Pool[Any], principal: Principal, task_id: str) -> tuple[str, AsyncIterator[str]]:
     """A filename and the CSV text (in chunks) of every broken rule of every quarantined row."""
     record = await _readable_import(pool, principal, task_id)
     header: list[str] = list(await pool.fetchval("SELECT header FROM imports WHERE id = $1", record.id) or [])
@@ -363,9 +357,7 @@ def progress_of(record: imports_db.ImportRecord, now: datetime) -> Progress:
 EVENT_INTERVAL_SECONDS = 0.5
 
 
-async def events(
-    pool: asyncpg.Pool[Any], principal: Principal, task_id: str
-) -> AsyncIterator[tuple[str, Progress]]:
+async def events(pool: asyncpg.Pool[Any], principal: Principal, task_id: str) -> AsyncIterator[tuple[str, Progress]]:
     """(event type, progress) until the import ends: 'progress' while it runs, then its final status."""
     import asyncio
 

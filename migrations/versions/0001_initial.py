@@ -21,6 +21,7 @@ def _execute_script(sql: str) -> None:
     driver = op.get_bind().connection.dbapi_connection.driver_connection  # type: ignore[union-attr]
     await_(driver.execute(sql))
 
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -40,9 +41,7 @@ def upgrade() -> None:
         sa.Column("cells", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
         prefixes=["UNLOGGED"],
     )
-    op.create_index(
-        "import_staging_import_idx", "import_staging", ["import_id", "row_no"], unique=False
-    )
+    op.create_index("import_staging_import_idx", "import_staging", ["import_id", "row_no"], unique=False)
     op.create_table(
         "ledger_head",
         sa.Column("id", sa.SmallInteger(), autoincrement=False, nullable=False),
@@ -131,18 +130,14 @@ def upgrade() -> None:
         sa.Column("record_hash", sa.LargeBinary(), nullable=True),
         sa.Column("errors", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
         sa.Column("cells", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
-        sa.CheckConstraint(
-            "outcome IN ('committed', 'duplicate', 'quarantined')", name="import_rows_outcome_check"
-        ),
+        sa.CheckConstraint("outcome IN ('committed', 'duplicate', 'quarantined')", name="import_rows_outcome_check"),
         sa.ForeignKeyConstraint(
             ["import_id"],
             ["imports.id"],
         ),
         sa.PrimaryKeyConstraint("import_id", "row_no"),
     )
-    op.create_index(
-        "import_rows_outcome_idx", "import_rows", ["import_id", "outcome", "row_no"], unique=False
-    )
+    op.create_index("import_rows_outcome_idx", "import_rows", ["import_id", "outcome", "row_no"], unique=False)
     op.create_table(
         "ledger_batches",
         sa.Column("seq", sa.BigInteger(), autoincrement=False, nullable=False),
@@ -213,9 +208,7 @@ def upgrade() -> None:
     op.create_index("assets_grant_idx", "assets", ["grant_code"], unique=False)
     op.create_index("assets_lab_idx", "assets", ["lab", "asset_id", "grant_code"], unique=False)
 
-    op.execute(
-        "INSERT INTO ledger_head (id, seq, chain_hash) VALUES (1, 0, decode(repeat('00', 32), 'hex'))"
-    )
+    op.execute("INSERT INTO ledger_head (id, seq, chain_hash) VALUES (1, 0, decode(repeat('00', 32), 'hex'))")
     # Append-only, defended in depth: the triggers stop ordinary UPDATE/DELETE/TRUNCATE;
     # a superuser can disable them, which is why verification recomputes every hash.
     op.execute(

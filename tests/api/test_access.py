@@ -42,7 +42,9 @@ async def test_health_and_schema_need_no_token(api: Api) -> None:
     assert schema.status_code == 200 and "/imports" in schema.json()["paths"]
 
 
-@pytest.mark.parametrize(("role", "allowed"), [("manager", True), ("admin", True), ("officer", False), ("auditor", False)])
+@pytest.mark.parametrize(
+    ("role", "allowed"), [("manager", True), ("admin", True), ("officer", False), ("auditor", False)]
+)
 async def test_only_lab_managers_and_admins_submit(api: Api, role: str, allowed: bool) -> None:
     response = await api.submit(manifest(GOOD), role=role, lab="chem-lab")
     assert response.status_code == (202 if allowed else 403)

@@ -17,7 +17,9 @@ CLEAN = (ROOT / "examples" / "clean-manifest.csv").read_bytes()
 
 
 def rows(prefix: str, n: int) -> bytes:
-    return manifest(*[f"{prefix}-{i:04d},NIH-R01GM1,equipment,{i},CHM-204,2024-01-15,,,1.00,item {i}" for i in range(n)])
+    return manifest(
+        *[f"{prefix}-{i:04d},NIH-R01GM1,equipment,{i},CHM-204,2024-01-15,,,1.00,item {i}" for i in range(n)]
+    )
 
 
 @pytest.fixture
@@ -129,7 +131,9 @@ async def test_batch_header_claiming_more_records_is_reported(api: Api, db: Any)
 
 
 async def test_tampered_row_outcome_breaks_the_receipt(api: Api, db: Any) -> None:
-    status = await api.run(manifest("EQ-1,NIH-R01GM1,equipment,1,CHM-204,2024-01-15", "EQ-2,bad,equipment,1,CHM-204,2024-01-15"))
+    status = await api.run(
+        manifest("EQ-1,NIH-R01GM1,equipment,1,CHM-204,2024-01-15", "EQ-2,bad,equipment,1,CHM-204,2024-01-15")
+    )
     await _tamper(
         db,
         f"UPDATE import_rows SET errors = '[]'::jsonb WHERE import_id = '{status['task_id']}' AND row_no = 2",
@@ -142,11 +146,15 @@ async def test_tampered_row_outcome_breaks_the_receipt(api: Api, db: Any) -> Non
 async def test_cli_verify_exits_1_when_tampered(api: Api, db: Any, database_url: str) -> None:
     await api.run(CLEAN)
     env = {"LEDGER_DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"}
-    ok = subprocess.run([sys.executable, "-m", "ledger.cli.main", "verify"], env=env, capture_output=True, text=True, cwd=ROOT)
+    ok = subprocess.run(
+        [sys.executable, "-m", "ledger.cli.main", "verify"], env=env, capture_output=True, text=True, cwd=ROOT
+    )
     assert ok.returncode == 0, ok.stderr
     assert '"ok":true' in ok.stdout
     await _tamper(db, "DELETE FROM ledger_entries WHERE batch_seq = 2 AND idx = 0")
-    bad = subprocess.run([sys.executable, "-m", "ledger.cli.main", "verify"], env=env, capture_output=True, text=True, cwd=ROOT)
+    bad = subprocess.run(
+        [sys.executable, "-m", "ledger.cli.main", "verify"], env=env, capture_output=True, text=True, cwd=ROOT
+    )
     assert bad.returncode == 1
     assert "batch 2, entry 0" in bad.stderr and "entry_missing" in bad.stderr
 

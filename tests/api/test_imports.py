@@ -29,7 +29,12 @@ async def test_clean_manifest_is_committed_with_batches_and_a_receipt(api: Api) 
     assert set(accepted) == {"task_id", "idempotency_key", "manifest_sha256", "status_url"}
     status = await api.wait(accepted["task_id"])
     assert status["status"] == "done", status
-    assert (status["rows_total"], status["rows_committed"], status["rows_duplicate"], status["rows_quarantined"]) == (8, 8, 0, 0)
+    assert (status["rows_total"], status["rows_committed"], status["rows_duplicate"], status["rows_quarantined"]) == (
+        8,
+        8,
+        0,
+        0,
+    )
     assert status["policy"]["name"] == "lab-inventory"
     assert len(status["policy"]["sha256"]) == 64
     assert [b["kind"] for b in status["batches"]] == ["assets", "receipt"]
@@ -74,7 +79,12 @@ async def test_dirty_manifest_accounts_for_every_row(api: Api) -> None:
     await api.run(CLEAN)
     status = await api.run(DIRTY)
     assert status["status"] == "done"
-    assert (status["rows_total"], status["rows_committed"], status["rows_duplicate"], status["rows_quarantined"]) == (12, 2, 2, 8)
+    assert (status["rows_total"], status["rows_committed"], status["rows_duplicate"], status["rows_quarantined"]) == (
+        12,
+        2,
+        2,
+        8,
+    )
     accounted(status)
     rows = {r["row"]: r for r in await api.rows(status["task_id"])}
     assert len(rows) == 12
@@ -85,7 +95,12 @@ async def test_dirty_manifest_accounts_for_every_row(api: Api) -> None:
         assert rows[conflict]["outcome"] == "quarantined"
         assert [e["rule"] for e in rows[conflict]["errors"]] == ["duplicate_key_in_manifest"]
     rules = {(e["field"], e["rule"]) for e in rows[3]["errors"]}
-    assert {("acquisition_date", "date"), ("cas_number", "check_digit"), ("hazard_class", "required_when"), ("unit_cost", "decimal_places")} <= rules
+    assert {
+        ("acquisition_date", "date"),
+        ("cas_number", "check_digit"),
+        ("hazard_class", "required_when"),
+        ("unit_cost", "decimal_places"),
+    } <= rules
     rules = {(e["field"], e["rule"]) for e in rows[4]["errors"]}
     assert {("grant_code", "prefix"), ("quantity", "minimum"), ("location", "pattern")} <= rules
     assert [e["field"] for e in rows[12]["errors"]] == ["row"]

@@ -64,19 +64,34 @@ def test_record_bytes_and_hashes() -> None:
         i = by_name[f"row_outcome {outcome}"]["input"]
         obj: dict[str, Any] = {
             "errors": [{"field": f, "rule": r} for f, r in i["errors"]],
-            "outcome": i["outcome"], "record_hash": i["record_hash"], "row": i["row"], "type": "row_outcome", "v": 1,
+            "outcome": i["outcome"],
+            "record_hash": i["record_hash"],
+            "row": i["row"],
+            "type": "row_outcome",
+            "v": 1,
         }
         if outcome == "quarantined":
             obj["cells"] = i["cells"]
         assert leaf(canon(obj)).hex() == by_name[f"row_outcome {outcome}"]["leaf_hash"]
     r = by_name["receipt"]["input"]
-    receipt = canon({
-        "batches": [{"batch_hash": h, "seq": s} for s, h in r["batches"]], "lab": r["lab"],
-        "manifest_sha256": r["manifest_sha256"], "outcomes_root": r["outcomes_root"],
-        "policy": {"name": r["policy_name"], "sha256": r["policy_sha256"], "version": r["policy_version"]},
-        "rows": {"committed": r["rows_committed"], "duplicate": r["rows_duplicate"], "quarantined": r["rows_quarantined"], "total": r["rows_total"]},
-        "task_id": r["task_id"], "type": "receipt", "v": 1,
-    })
+    receipt = canon(
+        {
+            "batches": [{"batch_hash": h, "seq": s} for s, h in r["batches"]],
+            "lab": r["lab"],
+            "manifest_sha256": r["manifest_sha256"],
+            "outcomes_root": r["outcomes_root"],
+            "policy": {"name": r["policy_name"], "sha256": r["policy_sha256"], "version": r["policy_version"]},
+            "rows": {
+                "committed": r["rows_committed"],
+                "duplicate": r["rows_duplicate"],
+                "quarantined": r["rows_quarantined"],
+                "total": r["rows_total"],
+            },
+            "task_id": r["task_id"],
+            "type": "receipt",
+            "v": 1,
+        }
+    )
     assert leaf(receipt).hex() == by_name["receipt"]["leaf_hash"]
     h = by_name["batch header"]
     header = canon({**h["input"], "v": 1})

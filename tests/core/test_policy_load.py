@@ -10,7 +10,13 @@ from typing import Any
 
 import pytest
 
-from ledger.core.policy import MissingColumnsError, PolicyError, SchemaDriftError, load_policy, normalise_header
+from ledger.core.policy import (
+    MissingColumnsError,
+    PolicyError,
+    SchemaDriftError,
+    load_policy,
+    normalise_header,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 RAW = (ROOT / "policies" / "lab-inventory.json").read_bytes()
@@ -42,17 +48,29 @@ def _field(name: str) -> Any:
         (lambda d: d.pop("name"), "name"),
         (lambda d: d.update(version=""), "version"),
         (lambda d: d.update(fields=[]), "fields"),
-        (lambda d: _field("location")(d)["constraints"].update(pattern="([A-Z"), "fields[4] (location).constraints.pattern: is not a valid regular expression"),
+        (
+            lambda d: _field("location")(d)["constraints"].update(pattern="([A-Z"),
+            "fields[4] (location).constraints.pattern: is not a valid regular expression",
+        ),
         (lambda d: _field("quantity")(d).update(type="bignum"), "unsupported type 'bignum'"),
         (lambda d: d.update(primaryKey=["asset_id", "serial"]), "primaryKey: names unknown field 'serial'"),
-        (lambda d: _field("cas_number")(d)["x-ledger-required-when"].update(field="kind"), "refers to unknown field 'kind'"),
+        (
+            lambda d: _field("cas_number")(d)["x-ledger-required-when"].update(field="kind"),
+            "refers to unknown field 'kind'",
+        ),
         (lambda d: d["fields"].append({"name": "asset_id"}), "duplicate field names: asset_id"),
-        (lambda d: _field("cas_number")(d).update({"x-ledger-check-digits": "cas"}), "x-ledger-check-digits: unknown extension"),
+        (
+            lambda d: _field("cas_number")(d).update({"x-ledger-check-digits": "cas"}),
+            "x-ledger-check-digits: unknown extension",
+        ),
         (lambda d: _field("cas_number")(d).update({"x-ledger-check-digit": "luhn"}), "unknown algorithm"),
         (lambda d: _field("unit_cost")(d).pop("x-ledger-decimal-places"), "x-ledger-decimal-places"),
         (lambda d: _field("category")(d)["constraints"].update(enum=[]), "constraints.enum"),
         (lambda d: _field("description")(d)["constraints"].update(maxLength=0), "maxLength"),
-        (lambda d: _field("description")(d)["constraints"].update(unique=True), "constraints.unique: unsupported constraint"),
+        (
+            lambda d: _field("description")(d)["constraints"].update(unique=True),
+            "constraints.unique: unsupported constraint",
+        ),
         (lambda d: d.update({"x-ledger-unknown-columns": "ignore"}), "x-ledger-unknown-columns"),
     ],
 )
@@ -70,8 +88,14 @@ def test_invalid_json_names_line_and_column() -> None:
 
 @pytest.mark.parametrize(
     ("cell", "name"),
-    [("Asset ID", "asset_id"), (" asset-id ", "asset_id"), ("ASSET_ID", "asset_id"), ("\ufeffasset_id", "asset_id"),
-     ("Acquisition.Date", "acquisition_date"), ("grant -- code", "grant_code")],
+    [
+        ("Asset ID", "asset_id"),
+        (" asset-id ", "asset_id"),
+        ("ASSET_ID", "asset_id"),
+        ("\ufeffasset_id", "asset_id"),
+        ("Acquisition.Date", "acquisition_date"),
+        ("grant -- code", "grant_code"),
+    ],
 )
 def test_header_cells_are_normalised(cell: str, name: str) -> None:
     assert normalise_header(cell) == name
@@ -107,7 +131,10 @@ def test_optional_columns_may_be_left_out_of_the_header() -> None:
     binding = policy.bind_header(["grant_code", "asset_id", "category", "quantity", "location", "acquisition_date"])
     result = binding.validate(["NIH-X1", "EQ-1", "chemical", "1", "CHM-204", "2024-01-01"])
     # Conditional columns absent from the header are empty: a chemical still needs them.
-    assert {(v.field, v.rule) for v in result.errors} == {("cas_number", "required_when"), ("hazard_class", "required_when")}
+    assert {(v.field, v.rule) for v in result.errors} == {
+        ("cas_number", "required_when"),
+        ("hazard_class", "required_when"),
+    }
 
 
 def test_header_aliases_resolve_to_their_field() -> None:

@@ -14,8 +14,16 @@ from ledger.core.policy import Binding, load_policy
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = load_policy((ROOT / "policies" / "lab-inventory.json").read_bytes(), source="lab-inventory.json")
 COLUMNS = [
-    "asset_id", "grant_code", "category", "quantity", "location",
-    "acquisition_date", "cas_number", "hazard_class", "unit_cost", "description",
+    "asset_id",
+    "grant_code",
+    "category",
+    "quantity",
+    "location",
+    "acquisition_date",
+    "cas_number",
+    "hazard_class",
+    "unit_cost",
+    "description",
 ]
 BINDING: Binding = POLICY.bind_header(COLUMNS)
 BASE = {
@@ -132,7 +140,8 @@ def test_cas_number_passes_with_a_holding_check_digit() -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "rule"), [("7732-18-4", "check_digit"), ("7732-185", "pattern"), ("1-18-5", "pattern"), ("12345678-12-1", "pattern")]
+    ("value", "rule"),
+    [("7732-18-4", "check_digit"), ("7732-185", "pattern"), ("1-18-5", "pattern"), ("12345678-12-1", "pattern")],
 )
 def test_cas_number_breaks(value: str, rule: str) -> None:
     found = rules({**CHEMICAL, "cas_number": value})

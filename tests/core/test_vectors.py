@@ -35,7 +35,13 @@ def test_records() -> None:
     for outcome in ("committed", "duplicate", "quarantined"):
         v = by_name[f"row_outcome {outcome}"]
         i = v["input"]
-        data = records.row_outcome(row=i["row"], outcome=i["outcome"], record_hash=i["record_hash"], errors=[tuple(e) for e in i["errors"]], cells=i["cells"])
+        data = records.row_outcome(
+            row=i["row"],
+            outcome=i["outcome"],
+            record_hash=i["record_hash"],
+            errors=[tuple(e) for e in i["errors"]],
+            cells=i["cells"],
+        )
         assert data.hex() == v["canonical_hex"] and leaf_hash(data).hex() == v["leaf_hash"]
     v = by_name["receipt"]
     data = records.receipt_record(**{**v["input"], "batches": [tuple(b) for b in v["input"]["batches"]]})
@@ -54,7 +60,13 @@ def test_merkle_trees() -> None:
 
 @pytest.mark.parametrize("vector", load("merkle.json")["inclusion"], ids=lambda v: v["name"])
 def test_inclusion(vector: dict[str, Any]) -> None:
-    args = (vector["index"], vector["size"], bytes.fromhex(vector["leaf_hash"]), [bytes.fromhex(p) for p in vector["proof"]], bytes.fromhex(vector["root"]))
+    args = (
+        vector["index"],
+        vector["size"],
+        bytes.fromhex(vector["leaf_hash"]),
+        [bytes.fromhex(p) for p in vector["proof"]],
+        bytes.fromhex(vector["root"]),
+    )
     if vector["wantErr"]:
         with pytest.raises(ProofError):
             verify_inclusion(*args)
@@ -64,7 +76,13 @@ def test_inclusion(vector: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("vector", load("merkle.json")["consistency"], ids=lambda v: v["name"])
 def test_consistency(vector: dict[str, Any]) -> None:
-    args = (vector["old_size"], vector["new_size"], bytes.fromhex(vector["old_root"]), bytes.fromhex(vector["new_root"]), [bytes.fromhex(p) for p in vector["proof"]])
+    args = (
+        vector["old_size"],
+        vector["new_size"],
+        bytes.fromhex(vector["old_root"]),
+        bytes.fromhex(vector["new_root"]),
+        [bytes.fromhex(p) for p in vector["proof"]],
+    )
     if vector["wantErr"]:
         with pytest.raises(ProofError):
             verify_consistency(*args)

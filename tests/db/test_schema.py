@@ -23,8 +23,8 @@ async def test_migrations_match_declared_metadata(database_url: str) -> None:
             connection,
             opts={
                 "compare_type": True,
-                "include_object": lambda obj, name, type_, reflected, compare_to: not (
-                    type_ == "table" and name in EXTERNAL_TABLES
+                "include_object": lambda obj, name, type_, reflected, compare_to: (
+                    not (type_ == "table" and name in EXTERNAL_TABLES)
                 ),
             },
         )

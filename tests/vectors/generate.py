@@ -23,7 +23,7 @@ CANONICAL_VALUES: list[tuple[str, Any]] = [
     ("sorted keys", {"b": 1, "a": 2, "A": 3, "a_b": 4, "ab": 5}),
     ("nested", {"z": [1, {"y": None, "x": True}], "a": False}),
     ("integers", [0, -1, 9223372036854775807, -9223372036854775808]),
-    ("escapes", "quote \" backslash \\ slash / newline \n tab \t cr \r bs \b ff \f"),
+    ("escapes", 'quote " backslash \\ slash / newline \n tab \t cr \r bs \b ff \f'),
     ("control characters", "".join(chr(c) for c in range(0, 32)) + "\x7f"),
     ("non-ascii literal", "Ünïcødé — 😀 \u2028 \u2029 é"),
     ("empty string", ""),
@@ -35,7 +35,10 @@ def _hex(data: bytes) -> str:
 
 
 def canonical_vectors() -> list[dict[str, Any]]:
-    return [{"name": name, "value": value, "canonical_hex": _hex(canonical.encode(value))} for name, value in CANONICAL_VALUES]
+    return [
+        {"name": name, "value": value, "canonical_hex": _hex(canonical.encode(value))}
+        for name, value in CANONICAL_VALUES
+    ]
 
 
 ASSET_DATA = {
@@ -55,30 +58,91 @@ ASSET_DATA = {
 def record_vectors() -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     asset = records.asset_record(policy="lab-inventory", lab="chem-lab", data=ASSET_DATA)
-    out.append({"name": "asset", "input": {"policy": "lab-inventory", "lab": "chem-lab", "data": ASSET_DATA}, "canonical_hex": _hex(asset), "leaf_hash": _hex(leaf_hash(asset))})
+    out.append(
+        {
+            "name": "asset",
+            "input": {"policy": "lab-inventory", "lab": "chem-lab", "data": ASSET_DATA},
+            "canonical_hex": _hex(asset),
+            "leaf_hash": _hex(leaf_hash(asset)),
+        }
+    )
     outcomes = [
         {"row": 1, "outcome": "committed", "record_hash": _hex(leaf_hash(asset)), "errors": [], "cells": None},
         {"row": 2, "outcome": "duplicate", "record_hash": _hex(leaf_hash(asset)), "errors": [], "cells": None},
-        {"row": 3, "outcome": "quarantined", "record_hash": None, "errors": [["quantity", "minimum"], ["location", "pattern"]], "cells": ["EQ-1", "NIH-X1", "equipment", "-3", "lab 5", "2024-01-01", "", "", "", "=cmd"]},
+        {
+            "row": 3,
+            "outcome": "quarantined",
+            "record_hash": None,
+            "errors": [["quantity", "minimum"], ["location", "pattern"]],
+            "cells": ["EQ-1", "NIH-X1", "equipment", "-3", "lab 5", "2024-01-01", "", "", "", "=cmd"],
+        },
     ]
     for item in outcomes:
-        data = records.row_outcome(row=item["row"], outcome=item["outcome"], record_hash=item["record_hash"], errors=[tuple(e) for e in item["errors"]], cells=item["cells"])
-        out.append({"name": f"row_outcome {item['outcome']}", "input": item, "canonical_hex": _hex(data), "leaf_hash": _hex(leaf_hash(data))})
+        data = records.row_outcome(
+            row=item["row"],
+            outcome=item["outcome"],
+            record_hash=item["record_hash"],
+            errors=[tuple(e) for e in item["errors"]],
+            cells=item["cells"],
+        )
+        out.append(
+            {
+                "name": f"row_outcome {item['outcome']}",
+                "input": item,
+                "canonical_hex": _hex(data),
+                "leaf_hash": _hex(leaf_hash(data)),
+            }
+        )
     receipt_input = {
-        "task_id": "3f1c9a52-6a0e-4c1e-9d2b-7f5d1c0e8a11", "lab": "chem-lab", "manifest_sha256": "ab" * 32,
-        "policy_name": "lab-inventory", "policy_version": "1", "policy_sha256": "cd" * 32,
-        "rows_total": 3, "rows_committed": 1, "rows_duplicate": 1, "rows_quarantined": 1,
+        "task_id": "3f1c9a52-6a0e-4c1e-9d2b-7f5d1c0e8a11",
+        "lab": "chem-lab",
+        "manifest_sha256": "ab" * 32,
+        "policy_name": "lab-inventory",
+        "policy_version": "1",
+        "policy_sha256": "cd" * 32,
+        "rows_total": 3,
+        "rows_committed": 1,
+        "rows_duplicate": 1,
+        "rows_quarantined": 1,
         "outcomes_root": _hex(root([leaf_hash(bytes.fromhex(o["canonical_hex"])) for o in out[1:]])),
         "batches": [[1, "ef" * 32]],
     }
     receipt = records.receipt_record(**{**receipt_input, "batches": [tuple(b) for b in receipt_input["batches"]]})
-    out.append({"name": "receipt", "input": receipt_input, "canonical_hex": _hex(receipt), "leaf_hash": _hex(leaf_hash(receipt))})
-    header = records.BatchHeader(seq=1, kind="assets", batch_hash="ef" * 32, records=1, manifest_sha256="ab" * 32, policy_sha256="cd" * 32, committed_at="2026-11-23T04:00:00.000000Z")
+    out.append(
+        {
+            "name": "receipt",
+            "input": receipt_input,
+            "canonical_hex": _hex(receipt),
+            "leaf_hash": _hex(leaf_hash(receipt)),
+        }
+    )
+    header = records.BatchHeader(
+        seq=1,
+        kind="assets",
+        batch_hash="ef" * 32,
+        records=1,
+        manifest_sha256="ab" * 32,
+        policy_sha256="cd" * 32,
+        committed_at="2026-11-23T04:00:00.000000Z",
+    )
     header_bytes = records.encode_header(header)
-    out.append({
-        "name": "batch header", "input": {"seq": 1, "kind": "assets", "batch_hash": "ef" * 32, "records": 1, "manifest_sha256": "ab" * 32, "policy_sha256": "cd" * 32, "committed_at": "2026-11-23T04:00:00.000000Z"},
-        "canonical_hex": _hex(header_bytes), "prev_chain_hash": "00" * 32, "chain_hash": _hex(records.chain_hash(bytes(32), header_bytes)),
-    })
+    out.append(
+        {
+            "name": "batch header",
+            "input": {
+                "seq": 1,
+                "kind": "assets",
+                "batch_hash": "ef" * 32,
+                "records": 1,
+                "manifest_sha256": "ab" * 32,
+                "policy_sha256": "cd" * 32,
+                "committed_at": "2026-11-23T04:00:00.000000Z",
+            },
+            "canonical_hex": _hex(header_bytes),
+            "prev_chain_hash": "00" * 32,
+            "chain_hash": _hex(records.chain_hash(bytes(32), header_bytes)),
+        }
+    )
     return out
 
 
@@ -87,7 +151,10 @@ def _leaves(n: int) -> list[bytes]:
 
 
 def merkle_vectors() -> dict[str, Any]:
-    trees = [{"size": n, "leaf_data_hex": [_hex(i.to_bytes(4, "big")) for i in range(n)], "root": _hex(root(_leaves(n)))} for n in [*range(0, 11), 16, 17, 33]]
+    trees = [
+        {"size": n, "leaf_data_hex": [_hex(i.to_bytes(4, "big")) for i in range(n)], "root": _hex(root(_leaves(n)))}
+        for n in [*range(0, 11), 16, 17, 33]
+    ]
     inclusion: list[dict[str, Any]] = []
     for n, i in [(1, 0), (2, 1), (5, 4), (7, 3), (8, 0), (17, 16), (33, 12)]:
         leaves = _leaves(n)
@@ -96,24 +163,54 @@ def merkle_vectors() -> dict[str, Any]:
         inclusion.append({"name": f"size {n} index {i}", **good, "wantErr": False})
         if proof:
             flipped = bytes.fromhex(proof[0])
-            inclusion.append({"name": f"size {n} index {i}: proof[0] bit 3 flipped", **good, "proof": [_hex(bytes([flipped[0] ^ 8]) + flipped[1:]), *proof[1:]], "wantErr": True})
-            inclusion.append({"name": f"size {n} index {i}: truncated proof", **good, "proof": proof[:-1], "wantErr": True})
-        inclusion.append({"name": f"size {n} index {i}: trailing garbage", **good, "proof": [*proof, "00" * 32], "wantErr": True})
+            inclusion.append(
+                {
+                    "name": f"size {n} index {i}: proof[0] bit 3 flipped",
+                    **good,
+                    "proof": [_hex(bytes([flipped[0] ^ 8]) + flipped[1:]), *proof[1:]],
+                    "wantErr": True,
+                }
+            )
+            inclusion.append(
+                {"name": f"size {n} index {i}: truncated proof", **good, "proof": proof[:-1], "wantErr": True}
+            )
+        inclusion.append(
+            {"name": f"size {n} index {i}: trailing garbage", **good, "proof": [*proof, "00" * 32], "wantErr": True}
+        )
         inclusion.append({"name": f"size {n} index {i}: wrong tree size", **good, "size": 2 * n, "wantErr": True})
-        inclusion.append({"name": f"size {n} index {i}: wrong leaf", **good, "leaf_hash": _hex(leaf_hash(b"other")), "wantErr": True})
+        inclusion.append(
+            {"name": f"size {n} index {i}: wrong leaf", **good, "leaf_hash": _hex(leaf_hash(b"other")), "wantErr": True}
+        )
         if i + 1 < n:
             inclusion.append({"name": f"size {n} index {i}: index + 1", **good, "index": i + 1, "wantErr": True})
     consistency: list[dict[str, Any]] = []
     for m, n in [(1, 2), (3, 7), (4, 8), (6, 17), (16, 33)]:
         leaves = _leaves(n)
         proof = [_hex(p) for p in consistency_proof(leaves, m)]
-        good = {"old_size": m, "new_size": n, "old_root": _hex(root(leaves[:m])), "new_root": _hex(root(leaves)), "proof": proof}
+        good = {
+            "old_size": m,
+            "new_size": n,
+            "old_root": _hex(root(leaves[:m])),
+            "new_root": _hex(root(leaves)),
+            "proof": proof,
+        }
         consistency.append({"name": f"{m} -> {n}", **good, "wantErr": False})
         first = bytes.fromhex(proof[0])
-        consistency.append({"name": f"{m} -> {n}: proof[0] bit 3 flipped", **good, "proof": [_hex(bytes([first[0] ^ 8]) + first[1:]), *proof[1:]], "wantErr": True})
+        consistency.append(
+            {
+                "name": f"{m} -> {n}: proof[0] bit 3 flipped",
+                **good,
+                "proof": [_hex(bytes([first[0] ^ 8]) + first[1:]), *proof[1:]],
+                "wantErr": True,
+            }
+        )
         consistency.append({"name": f"{m} -> {n}: truncated", **good, "proof": proof[:-1], "wantErr": True})
-        consistency.append({"name": f"{m} -> {n}: trailing garbage", **good, "proof": [*proof, "00" * 32], "wantErr": True})
-        consistency.append({"name": f"{m} -> {n}: wrong old root", **good, "old_root": _hex(leaf_hash(b"x")), "wantErr": True})
+        consistency.append(
+            {"name": f"{m} -> {n}: trailing garbage", **good, "proof": [*proof, "00" * 32], "wantErr": True}
+        )
+        consistency.append(
+            {"name": f"{m} -> {n}: wrong old root", **good, "old_root": _hex(leaf_hash(b"x")), "wantErr": True}
+        )
     return {"trees": trees, "inclusion": inclusion, "consistency": consistency}
 
 
@@ -127,26 +224,69 @@ def _ledger() -> list[dict[str, Any]]:
         nonlocal prev, seq
         seq += 1
         leaves = [leaf_hash(e) for e in entries]
-        header = records.BatchHeader(seq=seq, kind=kind, batch_hash=_hex(root(leaves)), records=len(entries), manifest_sha256=manifest, policy_sha256="cd" * 32, committed_at=when)
+        header = records.BatchHeader(
+            seq=seq,
+            kind=kind,
+            batch_hash=_hex(root(leaves)),
+            records=len(entries),
+            manifest_sha256=manifest,
+            policy_sha256="cd" * 32,
+            committed_at=when,
+        )
         link = records.chain_hash(prev, records.encode_header(header))
-        batches.append({
-            "header": {"seq": seq, "kind": kind, "batch_hash": header.batch_hash, "records": len(entries), "manifest_sha256": manifest, "policy_sha256": "cd" * 32, "committed_at": when},
-            "chain_hash": _hex(link),
-            "entries": [{"idx": i, "record_hex": _hex(e), "leaf_hash": _hex(leaf_hash(e))} for i, e in enumerate(entries)],
-            "outcomes_hex": None if outcomes is None else [_hex(o) for o in outcomes],
-        })
+        batches.append(
+            {
+                "header": {
+                    "seq": seq,
+                    "kind": kind,
+                    "batch_hash": header.batch_hash,
+                    "records": len(entries),
+                    "manifest_sha256": manifest,
+                    "policy_sha256": "cd" * 32,
+                    "committed_at": when,
+                },
+                "chain_hash": _hex(link),
+                "entries": [
+                    {"idx": i, "record_hex": _hex(e), "leaf_hash": _hex(leaf_hash(e))} for i, e in enumerate(entries)
+                ],
+                "outcomes_hex": None if outcomes is None else [_hex(o) for o in outcomes],
+            }
+        )
         prev = link
 
-    assets = [records.asset_record(policy="lab-inventory", lab="chem-lab", data={**ASSET_DATA, "asset_id": f"A-{i:03d}"}) for i in range(3)]
+    assets = [
+        records.asset_record(policy="lab-inventory", lab="chem-lab", data={**ASSET_DATA, "asset_id": f"A-{i:03d}"})
+        for i in range(3)
+    ]
     manifest = "ab" * 32
     add("assets", assets[:2], None, manifest, "2026-11-23T04:00:00.000000Z")
     add("assets", assets[2:], None, manifest, "2026-11-23T04:00:00.000000Z")
-    outcomes = [records.row_outcome(row=i + 1, outcome="committed", record_hash=_hex(leaf_hash(a))) for i, a in enumerate(assets)]
-    outcomes.append(records.row_outcome(row=4, outcome="quarantined", record_hash=None, errors=[("quantity", "integer")], cells=["A-9", "NIH-X1", "equipment", "1.5"]))
+    outcomes = [
+        records.row_outcome(row=i + 1, outcome="committed", record_hash=_hex(leaf_hash(a)))
+        for i, a in enumerate(assets)
+    ]
+    outcomes.append(
+        records.row_outcome(
+            row=4,
+            outcome="quarantined",
+            record_hash=None,
+            errors=[("quantity", "integer")],
+            cells=["A-9", "NIH-X1", "equipment", "1.5"],
+        )
+    )
     receipt = records.receipt_record(
-        task_id="3f1c9a52-6a0e-4c1e-9d2b-7f5d1c0e8a11", lab="chem-lab", manifest_sha256=manifest, policy_name="lab-inventory",
-        policy_version="1", policy_sha256="cd" * 32, rows_total=4, rows_committed=3, rows_duplicate=0, rows_quarantined=1,
-        outcomes_root=_hex(root([leaf_hash(o) for o in outcomes])), batches=[(1, batches[0]["header"]["batch_hash"]), (2, batches[1]["header"]["batch_hash"])],
+        task_id="3f1c9a52-6a0e-4c1e-9d2b-7f5d1c0e8a11",
+        lab="chem-lab",
+        manifest_sha256=manifest,
+        policy_name="lab-inventory",
+        policy_version="1",
+        policy_sha256="cd" * 32,
+        rows_total=4,
+        rows_committed=3,
+        rows_duplicate=0,
+        rows_quarantined=1,
+        outcomes_root=_hex(root([leaf_hash(o) for o in outcomes])),
+        batches=[(1, batches[0]["header"]["batch_hash"]), (2, batches[1]["header"]["batch_hash"])],
     )
     add("receipt", [receipt], outcomes, manifest, "2026-11-23T04:00:00.000000Z")
     return batches
@@ -157,7 +297,12 @@ def to_stored(batches: list[dict[str, Any]]) -> list[StoredBatch]:
         StoredBatch(
             header=records.BatchHeader(**b["header"]),
             chain_hash=bytes.fromhex(b["chain_hash"]),
-            entries=[StoredEntry(idx=e["idx"], record=bytes.fromhex(e["record_hex"]), leaf_hash=bytes.fromhex(e["leaf_hash"])) for e in b["entries"]],
+            entries=[
+                StoredEntry(
+                    idx=e["idx"], record=bytes.fromhex(e["record_hex"]), leaf_hash=bytes.fromhex(e["leaf_hash"])
+                )
+                for e in b["entries"]
+            ],
             outcomes=None if b["outcomes_hex"] is None else [bytes.fromhex(o) for o in b["outcomes_hex"]],
         )
         for b in batches
@@ -173,7 +318,13 @@ def chain_vectors() -> dict[str, Any]:
         mutate(batches)
         failure = verify_batches(to_stored(batches)).first_failure
         assert failure is not None, name
-        tampered.append({"name": name, "batches": batches, "want_failure": {"batch_seq": failure.batch_seq, "entry": failure.entry, "reason": failure.reason}})
+        tampered.append(
+            {
+                "name": name,
+                "batches": batches,
+                "want_failure": {"batch_seq": failure.batch_seq, "entry": failure.entry, "reason": failure.reason},
+            }
+        )
 
     def change_quantity(b: list[dict[str, Any]]) -> None:
         e = b[0]["entries"][1]
@@ -202,7 +353,11 @@ def chain_vectors() -> dict[str, Any]:
         b[2]["outcomes_hex"] = b[2]["outcomes_hex"][:-1]
 
     def forge_outcome(b: list[dict[str, Any]]) -> None:
-        b[2]["outcomes_hex"][3] = _hex(records.row_outcome(row=4, outcome="quarantined", record_hash=None, errors=[("quantity", "minimum")], cells=["A-9"]))
+        b[2]["outcomes_hex"][3] = _hex(
+            records.row_outcome(
+                row=4, outcome="quarantined", record_hash=None, errors=[("quantity", "minimum")], cells=["A-9"]
+            )
+        )
 
     variant("one quantity changed", change_quantity)
     variant("entry rewritten with its leaf hash", rewrite_consistently)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
-
 from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
@@ -62,9 +61,7 @@ class ImportsController(Controller):
         cursor: str | None = None,
     ) -> service.RowsPage:
         require_role(principal, READERS)
-        return await service.list_rows(
-            ledger.db, principal, task_id, outcome=outcome, limit=limit, cursor=cursor
-        )
+        return await service.list_rows(ledger.db, principal, task_id, outcome=outcome, limit=limit, cursor=cursor)
 
     @get("/{task_id:str}/errors", summary="CSV of every broken rule of every quarantined row")
     async def errors(self, task_id: str, ledger: AppState, principal: Principal) -> Stream:

@@ -1,8 +1,8 @@
 """Policies as data: load a descriptor, bind it to a manifest header, validate rows.
 
-    policy = load_policy(raw, source="policies/lab-inventory.json")
-    binding = policy.bind_header(header_cells)      # SchemaDriftError / MissingColumnsError
-    result = binding.validate(cells)                 # RowResult(data, errors, key)
+policy = load_policy(raw, source="policies/lab-inventory.json")
+binding = policy.bind_header(header_cells)      # SchemaDriftError / MissingColumnsError
+result = binding.validate(cells)                 # RowResult(data, errors, key)
 """
 
 from __future__ import annotations
@@ -12,7 +12,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from ledger.core.policy.descriptor import FieldSpec, PolicySpec, parse_descriptor
-from ledger.core.policy.errors import ManifestRefused, MissingColumnsError, PolicyError, SchemaDriftError
+from ledger.core.policy.errors import (
+    ManifestRefused,
+    MissingColumnsError,
+    PolicyError,
+    SchemaDriftError,
+)
 from ledger.core.policy.headers import normalise_header
 from ledger.core.policy.rules import Binding, RowResult, Violation
 

@@ -102,7 +102,8 @@ def parse_descriptor(raw: bytes, *, source: str) -> PolicySpec:
     for i, f in enumerate(fields):
         if f.required_when is not None and f.required_when.field not in names:
             raise _fail(
-                source, f"fields[{i}] ({f.name}).x-ledger-required-when",
+                source,
+                f"fields[{i}] ({f.name}).x-ledger-required-when",
                 f"refers to unknown field {f.required_when.field!r}",
             )
     primary_key = descriptor.get("primaryKey", [])
@@ -146,7 +147,11 @@ def _field(source: str, index: int, raw: Any) -> FieldSpec:
         raise _fail(source, f"{where}.constraints", "must be an object")
     for key in constraints:
         if key not in _CONSTRAINTS:
-            raise _fail(source, f"{where}.constraints.{key}", f"unsupported constraint (supported: {', '.join(sorted(_CONSTRAINTS))})")
+            raise _fail(
+                source,
+                f"{where}.constraints.{key}",
+                f"unsupported constraint (supported: {', '.join(sorted(_CONSTRAINTS))})",
+            )
     required = constraints.get("required", False)
     if not isinstance(required, bool):
         raise _fail(source, f"{where}.constraints.required", "must be true or false")
@@ -162,9 +167,10 @@ def _field(source: str, index: int, raw: Any) -> FieldSpec:
     if enum is not None and (not isinstance(enum, list) or not enum or not all(isinstance(e, str) for e in enum)):
         raise _fail(source, f"{where}.constraints.enum", "must be a non-empty list of strings")
     minimum = constraints.get("minimum")
-    if minimum is not None:
-        if ftype not in ("integer", "number") or isinstance(minimum, bool) or not isinstance(minimum, int | float):
-            raise _fail(source, f"{where}.constraints.minimum", "applies to integer and number fields, as a number")
+    if minimum is not None and (
+        ftype not in ("integer", "number") or isinstance(minimum, bool) or not isinstance(minimum, int | float)
+    ):
+        raise _fail(source, f"{where}.constraints.minimum", "applies to integer and number fields, as a number")
     max_length = constraints.get("maxLength")
     if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
         raise _fail(source, f"{where}.constraints.maxLength", "must be a positive whole number")
@@ -196,10 +202,14 @@ def _field(source: str, index: int, raw: Any) -> FieldSpec:
     if check_digit is not None and pattern is None:
         raise _fail(source, f"{where}.x-ledger-check-digit", "needs a constraints.pattern that fixes the shape")
     places = raw.get("x-ledger-decimal-places")
-    if places is not None and (ftype != "number" or isinstance(places, bool) or not isinstance(places, int) or not 0 <= places <= 12):
+    if places is not None and (
+        ftype != "number" or isinstance(places, bool) or not isinstance(places, int) or not 0 <= places <= 12
+    ):
         raise _fail(source, f"{where}.x-ledger-decimal-places", "applies to number fields, 0 to 12")
     if ftype == "number" and places is None:
-        raise _fail(source, f"{where}.x-ledger-decimal-places", "number fields need it: values are hashed as fixed-point text")
+        raise _fail(
+            source, f"{where}.x-ledger-decimal-places", "number fields need it: values are hashed as fixed-point text"
+        )
     aliases = raw.get("x-ledger-aliases", [])
     if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):
         raise _fail(source, f"{where}.x-ledger-aliases", "must be a list of header names")
