@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
@@ -22,12 +23,25 @@ def batch_rows() -> int:
 
 
 @pytest.fixture
-async def api(database_url: str, tmp_path: Path, batch_rows: int) -> AsyncIterator[Api]:
+def settings_overrides() -> dict[str, Any]:
+    return {}
+
+
+@pytest.fixture
+def inline_worker() -> bool:
+    return True
+
+
+@pytest.fixture
+async def api(
+    database_url: str, tmp_path: Path, batch_rows: int, settings_overrides: dict[str, Any], inline_worker: bool
+) -> AsyncIterator[Api]:
     settings = Settings(
         database_url=database_url,
         home=tmp_path,
         policies_dir=ROOT / "policies",
         batch_rows_max=batch_rows,
+        **settings_overrides,
     )
     from ledger.db.pool import connect
 
@@ -41,6 +55,6 @@ async def api(database_url: str, tmp_path: Path, batch_rows: int) -> AsyncIterat
         "auditor": (await create_token(conn, role="auditor"))[0],
     }
     await conn.close()
-    app = create_app(settings, database_url, inline_worker=True)
+    app = create_app(settings, database_url, inline_worker=inline_worker)
     async with AsyncTestClient(app=app, timeout=60) as client:
         yield Api(client, tokens)
