@@ -7,15 +7,25 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import msgspec
+from msgspec import field
 
 __all__ = ["Settings"]
+
+
+def _default_policies_dir() -> Path:
+    """./policies when run from a checkout, else the policies shipped beside the package, so
+    `ledger serve` works from any directory."""
+    here = Path("policies")
+    if here.is_dir():
+        return here
+    return Path(__file__).resolve().parent.parent / "policies"
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # None means "start the embedded PostgreSQL under home/pgdata".
     database_url: str | None = None
     home: Path = Path(".ledger")
-    policies_dir: Path = Path("policies")
+    policies_dir: Path = field(default_factory=lambda: _default_policies_dir())
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1

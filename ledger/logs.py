@@ -13,6 +13,9 @@ __all__ = ["configure_logging", "get_logger"]
 def configure_logging(level: str = "info") -> None:
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     logging.basicConfig(stream=sys.stderr, level=numeric, format="%(message)s")
+    # Library chatter (alembic's plugin set-up, httpx request lines) is not our log.
+    for noisy in ("alembic", "httpx"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -131,7 +131,9 @@ async def _one_run(path: Path, rows: int, concurrent: int, home: Path) -> BenchR
         headers = {"Authorization": f"Bearer {token}"}
         async with httpx.AsyncClient(base_url=base, headers=headers, timeout=600) as client:
             await _wait_ready(client)
-            database_url, _handle = resolve_database(Settings.from_env(home=home), stop_on_exit=False)
+            database_url, _handle = await asyncio.to_thread(
+                resolve_database, Settings.from_env(home=home), stop_on_exit=False
+            )
             copy_seconds = await _copy_baseline(database_url, path)
 
             workers = [

@@ -259,10 +259,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = Settings.from_env()
     configure_logging(settings.log_level)
+    from ledger.core.policy import PolicyError
+
     try:
         code: int = args.func(settings, args)
     except KeyboardInterrupt:
         code = 130
+    except PolicyError as exc:
+        # A broken policy is an operator's problem to fix, not a crash to debug.
+        print(f"ledger: cannot start: {exc}", file=sys.stderr)
+        code = 2
     return code
 
 

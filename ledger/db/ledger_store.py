@@ -7,6 +7,7 @@ chain and insert. Nothing here is per row except streaming leaf hashes through P
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -46,6 +47,20 @@ class FinalizeResult(msgspec.Struct, frozen=True, kw_only=True):
     rows_duplicate: int
     rows_quarantined: int
     batches: list[tuple[int, bytes]]  # (seq, batch_hash) of the asset batches
+    timings: dict[str, float] = {}  # seconds per step, for the logs
+
+
+class _Steps:
+    """Wall time of each step of the final transaction."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def done(self, step: str) -> None:
+        now = time.perf_counter()
+        self.timings[step] = round(now - self._t, 3)
+        self._t = now
 
 
 _CLASSIFY = """
@@ -159,6 +174,7 @@ async def finalize_import(conn: Conn, ctx: ImportContext, *, batch_rows_max: int
     A dry run classifies against the ledger and records the row outcomes but takes no
     lock and writes no batch, entry, receipt or asset.
     """
+    steps = _Steps()
     async with conn.transaction():
         # Locking the import row first makes a concurrent cancel wait for us, or us see it.
         status = await conn.fetchval("SELECT status FROM imports WHERE id = $1 FOR UPDATE", ctx.import_id)
@@ -170,10 +186,14 @@ async def finalize_import(conn: Conn, ctx: ImportContext, *, batch_rows_max: int
             # on what the previous import committed.
             head = await conn.fetchrow("SELECT seq, chain_hash FROM ledger_head WHERE id = 1 FOR UPDATE")
             assert head is not None, "ledger_head row missing: run migrations"
+        steps.done("lock")
         await conn.execute(_CLASSIFY)
         await conn.execute(_DECIDE, ctx.import_id)
+        steps.done("decide")
         await conn.execute(_ORDER_COMMITS)
+        steps.done("order")
         await conn.execute(_INSERT_ROWS, ctx.import_id)
+        steps.done("row_outcomes")
         counts = await conn.fetchrow(_COUNTS, ctx.import_id)
         assert counts is not None
         batches: list[tuple[int, bytes]] = []
@@ -182,6 +202,7 @@ async def finalize_import(conn: Conn, ctx: ImportContext, *, batch_rows_max: int
             seq, prev = int(head["seq"]), bytes(head["chain_hash"])
             first_seq = seq + 1
             asset_roots = await _batch_roots(conn, batch_rows_max)
+            steps.done("batch_roots")
             rows: list[tuple[Any, ...]] = []
             for root, size in asset_roots:
                 seq += 1
@@ -191,8 +212,11 @@ async def finalize_import(conn: Conn, ctx: ImportContext, *, batch_rows_max: int
             if rows:
                 await conn.executemany(_INSERT_BATCH, rows)
                 await conn.execute(_INSERT_ENTRIES, ctx.import_id, first_seq, batch_rows_max)
+                steps.done("entries")
                 await conn.execute(_UPSERT_ASSETS, ctx.import_id, ctx.lab, now)
+                steps.done("assets")
             outcomes_root = await _outcomes_root(conn, ctx.import_id)
+            steps.done("outcomes_root")
             receipt = records.receipt_record(
                 task_id=str(ctx.import_id),
                 lab=ctx.lab,
@@ -235,12 +259,15 @@ async def finalize_import(conn: Conn, ctx: ImportContext, *, batch_rows_max: int
             counts["quarantined"],
         )
         await conn.execute("DELETE FROM import_staging WHERE import_id = $1", ctx.import_id)
+        steps.done("cleanup")
+    steps.done("commit")
     return FinalizeResult(
         rows_total=counts["total"],
         rows_committed=counts["committed"],
         rows_duplicate=counts["duplicate"],
         rows_quarantined=counts["quarantined"],
         batches=batches,
+        timings=steps.timings,
     )
 
 

@@ -95,6 +95,7 @@ async def run_import(conn: Conn, import_id: uuid.UUID, policies: PolicyRegistry,
             rows_quarantined=result.rows_quarantined,
             batches=len(result.batches),
             finalize_seconds=round(time.perf_counter() - t0, 3),
+            finalize_steps=result.timings,
             seconds=round(time.perf_counter() - started, 3),
         )
     except ImportCancelled:
