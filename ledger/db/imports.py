@@ -52,6 +52,9 @@ class ImportRecord(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    options: dict[str, Any] = {}
+    format: dict[str, Any] | None = None
+    warnings: list[dict[str, Any]] = []
 
 
 _COLUMNS = ", ".join(ImportRecord.__struct_fields__)
@@ -67,8 +70,8 @@ async def insert_import(conn: Executor, record: ImportRecord, submitted_by: uuid
         """
         INSERT INTO imports (id, idempotency_key, lab, policy_name, policy_version, policy_sha256,
                              manifest_sha256, manifest_bytes, filename, spool_path, dry_run, status,
-                             accepted_body, submitted_by, created_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'queued', $12, $13, $14)
+                             accepted_body, submitted_by, created_at, options)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'queued', $12, $13, $14, $15)
         ON CONFLICT (lab, idempotency_key) DO NOTHING
         RETURNING true
         """,
@@ -86,6 +89,7 @@ async def insert_import(conn: Executor, record: ImportRecord, submitted_by: uuid
         record.accepted_body,
         submitted_by,
         record.created_at,
+        record.options,
     )
     return bool(created)
 

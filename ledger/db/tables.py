@@ -103,6 +103,13 @@ imports = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("started_at", DateTime(timezone=True)),
     Column("finished_at", DateTime(timezone=True)),
+    # What the submitter asked for about the file (encoding, sheet); the detected format; what
+    # the reader noticed but did not refuse (a Windows-1252 fallback, say).
+    Column("options", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("format", JSONB),
+    Column("warnings", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    # Resume point of a re-picked job: what the last committed staging chunk reached.
+    Column("checkpoint", JSONB),
     CheckConstraint(_in("status", IMPORT_STATUSES), name="imports_status_check"),
     UniqueConstraint("lab", "idempotency_key", name="imports_lab_idempotency_key"),
 )

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -91,6 +92,14 @@ class CsvManifestReader:
     def bytes_read(self) -> int:
         return self._binary.tell()
 
+    @property
+    def format(self) -> dict[str, Any]:
+        return {"type": "csv", "encoding": self.encoding, "delimiter": ","}
+
+    @property
+    def warnings(self) -> list[dict[str, Any]]:
+        return []
+
     def close(self) -> None:
         self._binary.close()
 
@@ -149,7 +158,7 @@ class CsvManifestReader:
             yield record
 
 
-def iter_chunks(records: CsvManifestReader, size: int) -> Iterator[list[Record]]:
+def iter_chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
     chunk: list[Record] = []
     for record in records:
         chunk.append(record)

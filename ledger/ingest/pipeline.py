@@ -13,6 +13,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from ledger.config import Settings
 from ledger.core.hashing import leaf_hash
 from ledger.core.policy import ManifestRefused, Policy
@@ -20,8 +22,9 @@ from ledger.core.records import asset_record
 from ledger.db import imports as imports_db
 from ledger.db.ledger_store import ImportCancelled, ImportContext, finalize_import
 from ledger.db.pool import Conn
-from ledger.ingest.csv_reader import CsvManifestReader, iter_chunks
+from ledger.ingest.csv_reader import iter_chunks
 from ledger.ingest.errors import ManifestError
+from ledger.ingest.formats import ReadOptions, open_manifest
 from ledger.ingest.limits import chunk_rows, manifest_rows_max, quarantined_cell_chars_max
 from ledger.logs import get_logger
 from ledger.services.policies import PolicyRegistry, UnknownPolicy
@@ -137,7 +140,7 @@ async def _stage(
     bound: Any,
 ) -> int:
     try:
-        reader = CsvManifestReader(path)
+        reader = open_manifest(path, msgspec.convert(record.options, ReadOptions))
         binding = policy.bind_header(reader.header)
     except ManifestError as exc:
         raise ImportFailed(exc.code, exc.message) from exc
@@ -148,7 +151,13 @@ async def _stage(
             if getattr(exc, name, None)
         }
         raise ImportFailed(exc.code, str(exc), **extra) from exc
-    await conn.execute("UPDATE imports SET header = $2, status = 'validating' WHERE id = $1", record.id, reader.header)
+    await conn.execute(
+        "UPDATE imports SET header = $2, format = $3, warnings = $4, status = 'validating' WHERE id = $1",
+        record.id,
+        reader.header,
+        reader.format,
+        reader.warnings,
+    )
     rows = quarantined = 0
     try:
         for chunk in iter_chunks(reader, chunk_rows):

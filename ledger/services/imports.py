@@ -79,6 +79,9 @@ class ImportStatus(msgspec.Struct, frozen=True):
     rows_duplicate: int
     rows_quarantined: int
     error: dict[str, Any] | None
+    # What the reader detected (type, encoding, delimiter or sheet) and noticed without refusing.
+    format: dict[str, Any] | None
+    warnings: list[dict[str, Any]]
     batches: list[BatchView]
     created_at: datetime
     started_at: datetime | None
@@ -259,6 +262,8 @@ async def get_status(pool: asyncpg.Pool[Any], principal: Principal, task_id: str
         rows_duplicate=record.rows_duplicate,
         rows_quarantined=record.rows_quarantined,
         error=record.error,
+        format=record.format,
+        warnings=record.warnings,
         batches=[
             BatchView(
                 seq=b["seq"],
