@@ -18,12 +18,16 @@ from ledger.api.controllers.audit import AuditController
 from ledger.api.controllers.health import HealthController
 from ledger.api.controllers.imports import ImportsController
 from ledger.api.controllers.policies import PoliciesController
+from ledger.api.controllers.quarantine import AccountingController, QuarantineController
+from ledger.api.controllers.receipts import ReceiptsController
 from ledger.api.deps import dependencies
 from ledger.api.errors import exception_handlers
 from ledger.api.state import AppState
 from ledger.config import Settings
+from ledger.db.checkpoints import register_key
 from ledger.db.pool import create_pool
 from ledger.services.policies import PolicyRegistry
+from ledger.services.signing import configure_signing
 
 __all__ = ["create_app"]
 
@@ -43,9 +47,12 @@ def create_app(
         policies=policies or PolicyRegistry.load_dir(settings.policies_dir),
     )
 
+    signer = configure_signing(settings)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         state.pool = await create_pool(database_url, min_size=1, max_size=10)
+        await register_key(state.pool, signer)  # published before it signs anything
         worker_task: asyncio.Task[None] | None = None
         worker: Any = None
         if inline_worker:
@@ -71,6 +78,9 @@ def create_app(
             AssetsController,
             AuditController,
             PoliciesController,
+            QuarantineController,
+            AccountingController,
+            ReceiptsController,
         ],
         dependencies=dependencies,
         exception_handlers=exception_handlers,

@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -38,8 +39,12 @@ class BenchResult(msgspec.Struct, kw_only=True):
     rows_per_second: float
     copy_seconds: float
     ratio_to_copy: float
-    worker_peak_rss_mb: float
-    submit_p95_ms: float
+    worker_peak_rss_mb: float  # the worker process and its staging processes, summed
+    staging_seconds: float | None  # from the worker's log: start of the job to all rows staged
+    finalize_seconds: float | None  # the final transaction
+    finalize_steps: dict[str, float]  # its steps (of the first import when concurrent)
+    submit_after_body_ms: float  # POST of the manifest: response time after its last byte was sent
+    submit_small_p95_ms: float  # POST of a 1 KB manifest (dry run), before the big import
     assets_p50_ms: float | None
     assets_p95_ms: float | None
     status_p50_ms: float | None
@@ -57,15 +62,18 @@ def _free_port() -> int:
 
 
 @contextmanager
-def _server(home: Path, port: int) -> Iterator[tuple[subprocess.Popen[str], str]]:
+def _server(home: Path, port: int) -> Iterator[tuple[subprocess.Popen[str], str, list[dict[str, Any]]]]:
     env = {**os.environ, "LEDGER_HOME": str(home)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "ledger.cli.main", "serve", "--port", str(port)],
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
     )
+    events: list[dict[str, Any]] = []
+    # Keep reading the server's output: a full pipe would block its workers' logging.
+    threading.Thread(target=_drain, args=(proc.stderr, events), daemon=True).start()
     try:
         token = ""
         assert proc.stdout is not None
@@ -76,13 +84,57 @@ def _server(home: Path, port: int) -> Iterator[tuple[subprocess.Popen[str], str]
                 break
         if not token:
             raise RuntimeError("the server did not print a first-start admin token (reused LEDGER_HOME?)")
-        yield proc, token
+        threading.Thread(target=_drain, args=(proc.stdout, []), daemon=True).start()
+        yield proc, token, events
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def _drain(stream: Any, events: list[dict[str, Any]]) -> None:
+    """Collect the pipeline's JSON log events (stage and finalize timings) from the server."""
+    for line in stream:
+        if line.startswith("{") and ('"import_done"' in line or '"staged"' in line):
+            with suppress(msgspec.DecodeError):
+                events.append(msgspec.json.decode(line))
+
+
+class _TimedFile:
+    """A file whose read() notes when it hit the end: when the last body byte went out."""
+
+    def __init__(self, path: Path) -> None:
+        self._fh = path.open("rb")
+        self.eof_at: float | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._fh.read(size)
+        if not data and self.eof_at is None:
+            self.eof_at = time.perf_counter()
+        return data
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def _is_worker(proc: psutil.Process) -> bool:
+    try:
+        cmdline = proc.cmdline()
+    except psutil.Error:  # gone, or a zombie
+        return False
+    return "ledger.cli.main" in cmdline and "worker" in cmdline
+
+
+def _tree_rss(proc: psutil.Process) -> int:
+    """RSS of a process plus its children (the staging processes of a worker)."""
+    total = 0
+    with suppress(psutil.Error):
+        for p in [proc, *proc.children(recursive=True)]:
+            with suppress(psutil.Error):
+                total += p.memory_info().rss
+    return total
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -121,12 +173,13 @@ async def _wait_ready(client: httpx.AsyncClient) -> None:
     raise RuntimeError("the server did not become ready")
 
 
-async def _one_run(path: Path, rows: int, concurrent: int, home: Path) -> BenchResult:
+async def _one_run(paths: list[Path], rows: int, home: Path) -> BenchResult:
+    path, concurrent = paths[0], len(paths)
     from ledger.cli.main import resolve_database
     from ledger.config import Settings
 
     port = _free_port()
-    with _server(home, port) as (proc, token):
+    with _server(home, port) as (proc, token, events):
         base = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {token}"}
         async with httpx.AsyncClient(base_url=base, headers=headers, timeout=600) as client:
@@ -136,11 +189,26 @@ async def _one_run(path: Path, rows: int, concurrent: int, home: Path) -> BenchR
             )
             copy_seconds = await _copy_baseline(database_url, path)
 
-            workers = [
-                c for c in psutil.Process(proc.pid).children(recursive=True) if "worker" in " ".join(c.cmdline())
-            ]
+            workers = [c for c in psutil.Process(proc.pid).children(recursive=True) if _is_worker(c)]
             peak_rss = 0
-            latencies: dict[str, list[float]] = {"assets": [], "status": [], "submit": []}
+            latencies: dict[str, list[float]] = {"assets": [], "status": [], "submit": [], "small": []}
+            small = "\n".join(path.read_text(encoding="utf-8").splitlines()[:9]).encode() + b"\n"
+            assert len(small) <= 1024
+            for i in range(10):
+                t0 = time.perf_counter()
+                response = await client.post(
+                    "/imports",
+                    files={"file": ("small.csv", small, "text/csv")},
+                    data={"lab": "bench", "dry_run": "true"},
+                    headers={"Idempotency-Key": f"small-{i}"},
+                )
+                latencies["small"].append(time.perf_counter() - t0)
+                response.raise_for_status()
+                small_id = response.json()["task_id"]
+                for _ in range(3000):  # small imports run first, so they do not overlap the big one
+                    if (await client.get(f"/imports/{small_id}")).json()["status"] in ("done", "failed"):
+                        break
+                    await asyncio.sleep(0.02)
             done = asyncio.Event()
             task_ids: list[str] = []
 
@@ -148,8 +216,7 @@ async def _one_run(path: Path, rows: int, concurrent: int, home: Path) -> BenchR
                 nonlocal peak_rss
                 while not done.is_set():
                     for w in workers:
-                        with suppress(psutil.NoSuchProcess):
-                            peak_rss = max(peak_rss, w.memory_info().rss)
+                        peak_rss = max(peak_rss, _tree_rss(w))
                     t0 = time.perf_counter()
                     await client.get("/assets", params={"limit": 50})
                     latencies["assets"].append(time.perf_counter() - t0)
@@ -160,15 +227,19 @@ async def _one_run(path: Path, rows: int, concurrent: int, home: Path) -> BenchR
                     await asyncio.sleep(0.1)
 
             async def submit(i: int) -> dict[str, Any]:
-                with path.open("rb") as fh:
-                    t0 = time.perf_counter()
+                fh = _TimedFile(paths[i])
+                try:
                     response = await client.post(
                         "/imports",
-                        files={"file": (path.name, fh, "text/csv")},
+                        files={"file": (paths[i].name, fh, "text/csv")},  # type: ignore[dict-item]
                         data={"lab": "bench"},
                         headers={"Idempotency-Key": f"bench-{i}"},
                     )
-                    latencies["submit"].append(time.perf_counter() - t0)
+                    answered = time.perf_counter()
+                finally:
+                    fh.close()
+                if fh.eof_at is not None:
+                    latencies["submit"].append(answered - fh.eof_at)
                 response.raise_for_status()
                 task_id = response.json()["task_id"]
                 task_ids.append(task_id)
@@ -189,6 +260,9 @@ async def _one_run(path: Path, rows: int, concurrent: int, home: Path) -> BenchR
                 raise RuntimeError(f"import failed: {failed[0]['error']}")
             verified = (await client.get("/audit/verify")).json()["ok"]
     total_rows = rows * concurrent
+    big = [e for e in events if e.get("rows", e.get("rows_total", 0)) == rows]
+    staged = [e for e in big if e.get("event") == "staged"]
+    finished = [e for e in big if e.get("event") == "import_done"]
     return BenchResult(
         rows=rows,
         concurrent=concurrent,
@@ -198,7 +272,11 @@ async def _one_run(path: Path, rows: int, concurrent: int, home: Path) -> BenchR
         copy_seconds=round(copy_seconds, 3),
         ratio_to_copy=round(seconds / (copy_seconds * concurrent), 2),
         worker_peak_rss_mb=round(peak_rss / 2**20, 1),
-        submit_p95_ms=_percentile(latencies["submit"], 0.95) or 0.0,
+        staging_seconds=max((e["seconds"] for e in staged), default=None),
+        finalize_seconds=max((e["finalize_seconds"] for e in finished), default=None),
+        finalize_steps=finished[0]["finalize_steps"] if finished else {},
+        submit_after_body_ms=_percentile(latencies["submit"], 1.0) or 0.0,
+        submit_small_p95_ms=_percentile(latencies["small"], 0.95) or 0.0,
         assets_p50_ms=_percentile(latencies["assets"], 0.50),
         assets_p95_ms=_percentile(latencies["assets"], 0.95),
         status_p50_ms=_percentile(latencies["status"], 0.50),
@@ -211,28 +289,42 @@ async def _one_run(path: Path, rows: int, concurrent: int, home: Path) -> BenchR
 
 
 def run_bench(rows: int, *, concurrent: int = 1, runs: int = 3, data_dir: Path) -> list[BenchResult]:
-    path = data_dir / f"manifest-{rows}.csv"
-    if not path.exists():
-        write_manifest(path, rows)
+    # Concurrent imports get manifests of their own (other seeds: other grant codes, so
+    # other keys), so each commits its rows as it would alone, one after the other.
+    paths = [
+        data_dir / (f"manifest-{rows}.csv" if i == 0 else f"manifest-{rows}-seed{i + 1}.csv") for i in range(concurrent)
+    ]
+    for i, path in enumerate(paths):
+        if not path.exists():
+            write_manifest(path, rows, seed=i + 1)
     results: list[BenchResult] = []
     for i in range(runs):
         with tempfile.TemporaryDirectory(prefix="ledger-bench-", dir=data_dir) as home:
             Path(home).chmod(0o755)  # the embedded server runs as its own system user
-            result = asyncio.run(_one_run(path, rows, concurrent, Path(home)))
+            result = asyncio.run(_one_run(paths, rows, Path(home)))
         print(f"run {i + 1}/{runs}: " + msgspec.json.encode(result).decode(), file=sys.stderr, flush=True)
         results.append(result)
     return results
 
 
 def median_result(results: list[BenchResult]) -> dict[str, Any]:
-    """Field-wise median of several runs (the machines are noisy)."""
-    out: dict[str, Any] = {}
+    """Field-wise median of several runs (the machines are noisy), with the spread of the
+    timings as [min, max] so the noise is visible next to the median."""
+    out: dict[str, Any] = {"runs": len(results)}
+    spread: dict[str, list[Any]] = {}
     for field in BenchResult.__struct_fields__:
         values = [getattr(r, field) for r in results]
         if all(isinstance(v, bool) for v in values):
             out[field] = all(values)
         elif all(isinstance(v, int | float) for v in values):
             out[field] = statistics.median(values)
+            if len(values) > 1 and field not in _FIXED:
+                spread[field] = [min(values), max(values)]
         else:
             out[field] = values[0]
+    out["spread"] = spread
     return out
+
+
+# Fields that are the same in every run of one command: no spread to show.
+_FIXED = frozenset({"rows", "concurrent", "file_bytes", "rows_committed", "rows_duplicate", "rows_quarantined"})

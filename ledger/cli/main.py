@@ -15,10 +15,12 @@ from typing import Any
 import msgspec
 
 from ledger.config import Settings
-from ledger.db.tables import ROLES
-from ledger.logs import configure_logging
 
 __all__ = ["main"]
+
+# ledger.db.tables.ROLES, spelled out so that the offline commands never import the server
+# packages (tests/cli checks the two agree).
+ROLES = ("lab_manager", "compliance_officer", "auditor", "admin")
 
 # The database the embedded server keeps our schema in.
 EMBEDDED_DB = "ledger"
@@ -174,7 +176,7 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     async def run() -> Any:
         conn = await connect(url)
         try:
-            return await verify_ledger(conn)
+            return await verify_ledger(conn, database_url=url, workers=min(4, os.cpu_count() or 1))
         finally:
             await conn.close()
 
@@ -252,11 +254,40 @@ def _parser() -> argparse.ArgumentParser:
         help="row counts for --generate-only",
     )
     bench.set_defaults(func=cmd_bench)
+
+    bench_audit = sub.add_parser("bench-audit", help="build a synthetic ledger and measure verification and proofs")
+    bench_audit.add_argument("--records", type=int, default=1_000_000)
+    bench_audit.add_argument("--batch-rows", type=int, default=10_000)
+    bench_audit.add_argument("--runs", type=int, default=3, help="runs of each measurement; medians are printed")
+    bench_audit.add_argument("--proofs", type=int, default=200, help="inclusion proofs requested per run")
+    bench_audit.set_defaults(func=cmd_bench_audit)
+
+    from ledger.cli.offline import add_commands
+
+    add_commands(sub)
     return parser
+
+
+def cmd_bench_audit(settings: Settings, args: argparse.Namespace) -> int:
+    from ledger.bench.audit import run_audit_bench
+
+    # The bench builds and drops its own database beside this one; this one is not touched.
+    url, _handle = resolve_database(settings)
+    report = run_audit_bench(
+        url, settings, records=args.records, batch_rows=args.batch_rows, runs=args.runs, proofs=args.proofs
+    )
+    print(msgspec.json.encode(report).decode())
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if getattr(args, "offline", False):
+        # Offline verification needs no settings, logging or server package.
+        offline_code: int = args.func(None, args)
+        return offline_code
+    from ledger.logs import configure_logging
+
     settings = Settings.from_env()
     configure_logging(settings.log_level)
     from ledger.core.policy import PolicyError

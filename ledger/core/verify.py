@@ -7,14 +7,18 @@ code. Reason codes are listed in docs/ledger-format.md.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 
 import msgspec
 
 from ledger.core.errors import RecordError
-from ledger.core.hashing import leaf_hash
-from ledger.core.merkle import MerkleAccumulator, root
+from ledger.core.hashing import LEAF_PREFIX, leaf_hash
+from ledger.core.merkle import root
 from ledger.core.records import GENESIS_PREV, BatchHeader, chain_hash, encode_header, parse_receipt
+from ledger.core.review import parse_review
+
+_sha256 = hashlib.sha256
 
 __all__ = ["ChainVerifier", "Failure", "StoredBatch", "StoredEntry", "VerifyReport", "verify_batches"]
 
@@ -51,10 +55,16 @@ class VerifyReport(msgspec.Struct, frozen=True):
 
 
 class ChainVerifier:
-    def __init__(self) -> None:
-        self._expected_seq = 1
-        self._prev = GENESIS_PREV
+    def __init__(self, *, first_seq: int = 1, prev: bytes = GENESIS_PREV) -> None:
+        """``first_seq``/``prev``: verify a range of the chain that starts after the batch whose
+        stored chain hash is ``prev`` (parallel verification splits after receipt batches)."""
+        self._expected_seq = first_seq
+        self._prev = prev
         self._asset_batches: dict[int, str] = {}
+        # Record hashes of corrections (assets batches without a manifest) not yet accounted
+        # for by a review batch, and the seq of the first batch holding them.
+        self._corrections: list[bytes] = []
+        self._corrections_from = 0
         self._batches = 0
         self._records = 0
         self._failure: Failure | None = None
@@ -67,11 +77,12 @@ class ChainVerifier:
         return self._failure
 
     def report(self) -> VerifyReport:
+        failure = self._failure or self._unaccounted(self._expected_seq)
         return VerifyReport(
-            ok=self._failure is None,
+            ok=failure is None,
             batches_checked=self._batches,
             records_checked=self._records,
-            first_failure=self._failure,
+            first_failure=failure,
         )
 
     def _check(self, batch: StoredBatch) -> Failure | None:
@@ -82,7 +93,20 @@ class ChainVerifier:
             return Failure(seq, None, reason, f"expected batch {seq}, found batch {header.seq}")
         leaves: list[bytes] = []
         expected = batch.expected_leaves
-        for position, entry in enumerate(batch.entries):
+        entries = batch.entries
+        # Fast path, whole-list comparisons in C; on any difference the loop below finds and
+        # names the first failing entry.
+        sha, prefix = _sha256, LEAF_PREFIX  # leaf_hash inlined: one call per record adds up
+        fast = [sha(prefix + e.record).digest() for e in entries]
+        if (
+            [e.idx for e in entries] == list(range(len(entries)))
+            and fast == [e.leaf_hash for e in entries]
+            and (expected is None or fast == list(expected[: len(fast)]))
+        ):
+            leaves = fast
+            self._records += len(fast)
+            entries = ()
+        for position, entry in enumerate(entries):
             if entry.idx != position:
                 return Failure(
                     seq, position, "entry_missing", f"entry {position} is missing (next stored is {entry.idx})"
@@ -125,6 +149,9 @@ class ChainVerifier:
             return Failure(
                 seq, None, "chain_hash_mismatch", f"header links to {link.hex()}, stored {batch.chain_hash.hex()}"
             )
+        failure = self._check_corrections(batch, leaves)
+        if failure is not None:
+            return failure
         if header.kind == "receipt":
             failure = self._check_receipt(batch)
             if failure is not None:
@@ -134,6 +161,55 @@ class ChainVerifier:
         self._prev = link
         self._expected_seq += 1
         return None
+
+    def _check_corrections(self, batch: StoredBatch, leaves: list[bytes]) -> Failure | None:
+        """A review batch accounts, in order, for the corrections linked just before it (§6.1)."""
+        header = batch.header
+        seq = header.seq
+        if header.kind == "assets" and header.manifest_sha256 is None:
+            if not self._corrections:
+                self._corrections_from = seq
+            self._corrections.extend(leaves)
+            return None
+        if header.kind != "review":
+            return self._unaccounted(seq)
+        pending, self._corrections = self._corrections, []
+        matched = 0
+        for position, entry in enumerate(batch.entries):
+            try:
+                review = parse_review(entry.record)
+            except RecordError as exc:
+                return Failure(seq, position, "review_malformed", str(exc))
+            correction = review.correction
+            if correction is None or correction.outcome != "committed":
+                continue
+            if matched >= len(pending) or pending[matched].hex() != correction.record_hash:
+                return Failure(
+                    seq,
+                    position,
+                    "review_correction_mismatch",
+                    f"the entry commits correction {correction.record_hash}, which is not the next "
+                    "correction linked before this batch",
+                )
+            matched += 1
+        if matched != len(pending):
+            return Failure(
+                seq,
+                None,
+                "corrections_unaccounted",
+                f"{len(pending) - matched} correction(s) linked before this review batch are not accounted for",
+            )
+        return None
+
+    def _unaccounted(self, seq: int) -> Failure | None:
+        if not self._corrections:
+            return None
+        return Failure(
+            self._corrections_from,
+            None,
+            "corrections_unaccounted",
+            f"corrections in batch {self._corrections_from} are not followed by the review batch that decided them",
+        )
 
     def _check_receipt(self, batch: StoredBatch) -> Failure | None:
         seq = batch.header.seq
@@ -161,10 +237,8 @@ class ChainVerifier:
                 "outcomes_count_mismatch",
                 f"receipt accounts for {receipt.rows.total} rows, {len(outcomes)} row outcomes stored",
             )
-        acc = MerkleAccumulator()
-        for outcome in outcomes:
-            acc.append(leaf_hash(outcome))
-        if acc.root().hex() != receipt.outcomes_root:
+        sha, prefix = _sha256, LEAF_PREFIX
+        if root([sha(prefix + o).digest() for o in outcomes]).hex() != receipt.outcomes_root:
             return Failure(
                 seq, 0, "outcomes_root_mismatch", "the stored row outcomes do not give the receipt's outcomes_root"
             )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import binascii
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import datetime
+from typing import Any
 
 import msgspec
 
@@ -12,6 +15,7 @@ from ledger.core import records
 from ledger.core.verify import ChainVerifier, StoredBatch, StoredEntry, VerifyReport
 from ledger.db.ledger_store import outcome_bytes
 from ledger.db.pool import Conn, Executor
+from ledger.db.quarantine import index_leaves as quarantine_index_leaves
 
 __all__ = ["Head", "get_head", "verify_ledger"]
 
@@ -40,26 +44,182 @@ async def get_head(conn: Executor) -> Head:
     )
 
 
-async def verify_ledger(conn: Conn) -> VerifyReport:
-    """Recompute every record hash, batch root, chain link and receipt from the stored rows."""
-    verifier = ChainVerifier()
-    async for batch in _stored_batches(conn):
-        if verifier.feed(batch) is not None:
-            break
+# Below this many records one process verifies; above, ranges of the chain are verified by
+# several processes at once (the hashing is CPU-bound Python).
+PARALLEL_RECORDS_MIN = 200_000
+
+
+async def verify_ledger(conn: Conn, *, database_url: str | None = None, workers: int = 1) -> VerifyReport:
+    """Recompute every record hash, batch root, chain link and receipt from the stored rows.
+
+    With ``database_url`` and ``workers`` > 1, a large ledger is split after receipt batches
+    into ranges verified by separate processes, all reading the same snapshot; the reports
+    are joined in chain order, so the first failure is the same one a single pass finds.
+    """
+    if workers > 1 and database_url is not None:
+        total = await conn.fetchval("SELECT coalesce(sum(records), 0) FROM ledger_batches")
+        if total >= PARALLEL_RECORDS_MIN:
+            return await _verify_parallel(conn, database_url, workers)
+    return await _verify_range(conn, ChainVerifier(), 1, None, None)
+
+
+async def _verify_range(
+    conn: Conn, verifier: ChainVerifier, first_seq: int, last_seq: int | None, snapshot: str | None
+) -> VerifyReport:
+    """Reading runs a batch ahead of checking: the next batch's query is in flight (the server
+    works on it) while this process hashes the current one."""
+    queue: asyncio.Queue[StoredBatch | None] = asyncio.Queue(maxsize=2)
+    stop = asyncio.Event()
+
+    async def read() -> None:
+        batches = _stored_batches(conn, first_seq, last_seq, snapshot)
+        try:
+            async for batch in batches:
+                await queue.put(batch)
+                if stop.is_set():
+                    break
+        finally:
+            # Close the generator here, ending its transaction before the connection is used
+            # again (left to the garbage collector, the rollback would race the next query).
+            await batches.aclose()
+            await queue.put(None)
+
+    reader = asyncio.create_task(read())
+    try:
+        while (batch := await queue.get()) is not None:
+            if verifier.feed(batch) is not None:
+                stop.set()
+                break
+        # Let the reader finish its transaction cleanly rather than cancel it mid-query.
+        while batch is not None:
+            batch = await queue.get()
+    finally:
+        await reader
     return verifier.report()
 
 
-async def _stored_batches(conn: Conn) -> AsyncIterator[StoredBatch]:
-    # Per import: the row number of the last committed row already matched to an entry,
-    # so each asset batch is compared with the next slice of the receipt's committed rows.
-    last_row: dict[uuid.UUID, int] = {}
+def _verify_range_process(url: str, snapshot: str, first_seq: int, last_seq: int, prev: bytes) -> bytes:
+    """Runs in a worker process: one range of the chain, on the exporter's snapshot."""
+    from ledger.db.pool import connect
+
+    async def run() -> VerifyReport:
+        conn = await connect(url)
+        try:
+            verifier = ChainVerifier(first_seq=first_seq, prev=prev)
+            return await _verify_range(conn, verifier, first_seq, last_seq, snapshot)
+        finally:
+            await conn.close()
+
+    return msgspec.json.encode(asyncio.run(run()))
+
+
+def _split(batches: list[Any], parts: int) -> list[tuple[int, int, bytes]]:
+    """(first seq, last seq, chain hash before first) ranges of about equal records, each
+    ending with a receipt batch (or the head), so no import spans two ranges."""
+    total = sum(b["records"] for b in batches)
+    target = total / parts
+    ranges: list[tuple[int, int, bytes]] = []
+    first, prev, acc = 1, records.GENESIS_PREV, 0
+    for i, b in enumerate(batches):
+        acc += b["records"]
+        last = i == len(batches) - 1
+        if last or (b["kind"] == "receipt" and acc >= target and len(ranges) < parts - 1):
+            # A range starts at the seq after the previous range's last batch, not at the next
+            # stored one: a deleted batch at a boundary is still reported as missing.
+            ranges.append((first, b["seq"], prev))
+            first, prev, acc = b["seq"] + 1, bytes(b["chain_hash"]), 0
+    return ranges
+
+
+async def _verify_parallel(conn: Conn, url: str, workers: int) -> VerifyReport:
+    import concurrent.futures
+    import multiprocessing
+
     async with conn.transaction(isolation="repeatable_read", readonly=True):
+        snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
+        batches = await conn.fetch("SELECT seq, kind, records, chain_hash FROM ledger_batches ORDER BY seq")
+        ranges = _split(batches, workers)
+        loop = asyncio.get_running_loop()
+        # spawn: a fork of a process running an event loop and a pool is not safe.
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=len(ranges), mp_context=context) as pool:
+            results = await asyncio.gather(
+                *(loop.run_in_executor(pool, _verify_range_process, url, snapshot, a, b, p) for a, b, p in ranges)
+            )
+    checked_batches = checked_records = 0
+    for raw in results:
+        report = msgspec.json.decode(raw, type=VerifyReport)
+        checked_batches += report.batches_checked
+        checked_records += report.records_checked
+        if not report.ok:
+            return VerifyReport(
+                ok=False,
+                batches_checked=checked_batches,
+                records_checked=checked_records,
+                first_failure=report.first_failure,
+            )
+    return VerifyReport(ok=True, batches_checked=checked_batches, records_checked=checked_records, first_failure=None)
+
+
+_ACCEPTED_BYTES = {"committed": b"committed", "duplicate": b"duplicate"}
+
+
+class _ImportRows:
+    """One import's row outcomes, read once (not once per batch): its asset batches compare
+    with consecutive slices of the committed record hashes, its receipt with all outcomes."""
+
+    __slots__ = ("committed", "outcomes", "position")
+
+    def __init__(self, rows: list[Any]) -> None:
+        # One pass, every row unpacked once: this runs for every row of every manifest.
+        # Accepted rows (nearly all) go through the canonical template directly; anything
+        # else, including a tampered row, through the general encoder.
+        tpl, accepted, hexlify = records.ACCEPTED_OUTCOME_TEMPLATE, _ACCEPTED_BYTES, binascii.hexlify
+        committed: list[bytes] = []
+        outcomes: list[bytes] = []
+        for row in rows:
+            row_no, outcome, record_hash, errors, _ = row
+            if outcome == "committed":
+                committed.append(b"" if record_hash is None else record_hash)
+            word = accepted.get(outcome)
+            if word is not None and not errors and record_hash is not None and len(record_hash) == 32:
+                outcomes.append(tpl % (word, hexlify(record_hash), row_no))
+            else:
+                outcomes.append(outcome_bytes(row))
+        self.committed = committed
+        self.outcomes = outcomes
+        self.position = 0
+
+    def next_committed(self, count: int) -> list[bytes]:
+        start = self.position
+        self.position += count
+        return self.committed[start : self.position]
+
+
+async def _import_rows(conn: Conn, import_id: uuid.UUID) -> _ImportRows:
+    rows = await conn.fetch(
+        "SELECT row_no, outcome, record_hash, errors, cells FROM import_rows WHERE import_id = $1 ORDER BY row_no",
+        import_id,
+    )
+    return _ImportRows(rows)
+
+
+async def _stored_batches(
+    conn: Conn, first_seq: int = 1, last_seq: int | None = None, snapshot: str | None = None
+) -> AsyncGenerator[StoredBatch, None]:
+    # Per import: its outcomes, and how many committed rows its asset batches have matched.
+    imports: dict[uuid.UUID, _ImportRows] = {}
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        if snapshot is not None:
+            await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
         batches = conn.cursor(
             """
             SELECT seq, kind, batch_hash, records, manifest_sha256, policy_sha256, committed_at,
                    chain_hash, import_id
-            FROM ledger_batches ORDER BY seq
+            FROM ledger_batches WHERE seq >= $1 AND ($2::bigint IS NULL OR seq <= $2) ORDER BY seq
             """,
+            first_seq,
+            last_seq,
             prefetch=100,
         )
         async for b in batches:
@@ -73,7 +233,7 @@ async def _stored_batches(conn: Conn) -> AsyncIterator[StoredBatch]:
                 committed_at=records.format_time(b["committed_at"]),
             )
             entries = [
-                StoredEntry(idx=e["idx"], record=bytes(e["record"]), leaf_hash=bytes(e["leaf_hash"]))
+                StoredEntry(idx=e[0], record=bytes(e[1]), leaf_hash=bytes(e[2]))
                 for e in await conn.fetch(
                     "SELECT idx, record, leaf_hash FROM ledger_entries WHERE batch_seq = $1 ORDER BY idx",
                     b["seq"],
@@ -82,32 +242,15 @@ async def _stored_batches(conn: Conn) -> AsyncIterator[StoredBatch]:
             expected: list[bytes] | None = None
             outcomes: list[bytes] | None = None
             import_id = b["import_id"]
+            if b["kind"] in ("assets", "receipt") and import_id is not None and import_id not in imports:
+                imports[import_id] = await _import_rows(conn, import_id)
             if b["kind"] == "assets" and import_id is not None:
-                rows = await conn.fetch(
-                    """
-                    SELECT row_no, record_hash FROM import_rows
-                    WHERE import_id = $1 AND outcome = 'committed' AND row_no > $2
-                    ORDER BY row_no LIMIT $3
-                    """,
-                    import_id,
-                    last_row.get(import_id, 0),
-                    b["records"],
-                )
-                expected = [bytes(r["record_hash"]) for r in rows]
-                if rows:
-                    last_row[import_id] = rows[-1]["row_no"]
+                expected = imports[import_id].next_committed(b["records"])
             elif b["kind"] == "receipt" and import_id is not None:
-                outcomes = [
-                    outcome_bytes(r)
-                    for r in await conn.fetch(
-                        """
-                        SELECT row_no, outcome, record_hash, errors, cells FROM import_rows
-                        WHERE import_id = $1 ORDER BY row_no
-                        """,
-                        import_id,
-                    )
-                ]
-                last_row.pop(import_id, None)
+                outcomes = imports.pop(import_id).outcomes
+            elif b["kind"] == "review":
+                # The review index keeps each entry's leaf hash: a rewritten entry is localised.
+                expected = await quarantine_index_leaves(conn, b["seq"])
             yield StoredBatch(
                 header=header,
                 chain_hash=bytes(b["chain_hash"]),

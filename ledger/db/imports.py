@@ -14,6 +14,7 @@ from ledger.db.pool import Conn, Executor
 
 __all__ = [
     "TERMINAL_STATUSES",
+    "Checkpoint",
     "ImportRecord",
     "RowOutcome",
     "find_by_key",
@@ -22,6 +23,8 @@ __all__ = [
     "iter_quarantined",
     "list_rows",
     "mark_failed",
+    "reset_checkpoint",
+    "save_checkpoint",
     "set_progress",
     "set_status",
 ]
@@ -55,6 +58,18 @@ class ImportRecord(msgspec.Struct, frozen=True, kw_only=True):
     options: dict[str, Any] = {}
     format: dict[str, Any] | None = None
     warnings: list[dict[str, Any]] = []
+    checkpoint: dict[str, Any] | None = None
+
+
+class Checkpoint(msgspec.Struct, kw_only=True):
+    """How far staging got, committed together with the staged rows it describes."""
+
+    rows: int = 0  # records staged so far (a prefix of the manifest)
+    quarantined: int = 0
+    bytes_read: int = 0
+    last_row: int = 0  # row number of the last staged record; a resume skips up to it
+    complete: bool = False  # every record is staged; a resume goes straight to finalize
+    resumed_at: list[int] = []  # rows already staged at each resume, for the logs and tests
 
 
 _COLUMNS = ", ".join(ImportRecord.__struct_fields__)
@@ -131,6 +146,31 @@ async def set_progress(conn: Executor, import_id: uuid.UUID, *, rows: int, quara
         bytes_read,
     )
     return status
+
+
+async def save_checkpoint(conn: Executor, import_id: uuid.UUID, checkpoint: Checkpoint) -> str:
+    """Record staging progress (in the caller's transaction, with the COPY it describes);
+    returns the import's status, so the caller notices a cancel."""
+    status: str = await conn.fetchval(
+        """
+        UPDATE imports SET checkpoint = $2, rows_total = $3, rows_quarantined = $4, bytes_read = $5
+        WHERE id = $1
+        RETURNING status
+        """,
+        import_id,
+        msgspec.to_builtins(checkpoint),
+        checkpoint.rows,
+        checkpoint.quarantined,
+        checkpoint.bytes_read,
+    )
+    return status
+
+
+async def reset_checkpoint(conn: Executor, import_id: uuid.UUID) -> None:
+    await conn.execute(
+        "UPDATE imports SET checkpoint = NULL, rows_total = 0, rows_quarantined = 0, bytes_read = 0 WHERE id = $1",
+        import_id,
+    )
 
 
 async def mark_failed(conn: Executor, import_id: uuid.UUID, error: dict[str, Any]) -> None:

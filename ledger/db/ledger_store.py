@@ -19,16 +19,30 @@ import msgspec
 from ledger.core import merkle, records
 from ledger.core.errors import LedgerError
 from ledger.core.hashing import leaf_hash
+from ledger.db import chain
 from ledger.db.pool import Conn
 
-__all__ = ["FinalizeResult", "ImportCancelled", "ImportContext", "finalize_import", "outcome_bytes"]
+__all__ = [
+    "FinalizeResult",
+    "ImportAlreadyFinished",
+    "ImportCancelled",
+    "ImportContext",
+    "finalize_import",
+    "outcome_bytes",
+]
 
 # Rows fetched per round trip when streaming hashes out of a cursor.
 _FETCH_ROWS = 10_000
+# Per sort or hash of the final transaction; one import's keys and hashes fit (1M rows ~ 100 MB).
+_WORK_MEM = "256MB"
 
 
 class ImportCancelled(Exception):
     """The import was cancelled before its final transaction committed."""
+
+
+class ImportAlreadyFinished(Exception):
+    """Another run of the same import finished it first: this run must change nothing."""
 
 
 class ImportContext(msgspec.Struct, frozen=True, kw_only=True):
@@ -65,12 +79,15 @@ class _Steps:
 
 _CLASSIFY = """
 CREATE TEMP TABLE import_decisions (
-    row_no bigint PRIMARY KEY, asset_id text, grant_code text, leaf_hash bytea,
+    row_no bigint NOT NULL, asset_id text, grant_code text, leaf_hash bytea,
     decision text, revision integer, conflict_rows bigint[], ord bigint
 ) ON COMMIT DROP;
 
 """
 
+# One statement decides every valid row: a key seen with two contents in the manifest is a
+# conflict (all its rows quarantined); content equal to the ledger's latest revision is a
+# duplicate; otherwise the key's first row commits and later identical rows are duplicates.
 # One statement decides every valid row: a key seen with two contents in the manifest is a
 # conflict (all its rows quarantined); content equal to the ledger's latest revision is a
 # duplicate; otherwise the key's first row commits and later identical rows are duplicates.
@@ -105,15 +122,31 @@ FROM (SELECT row_no, row_number() OVER (ORDER BY row_no) - 1 AS ord
 WHERE d.row_no = o.row_no
 """
 
-_INSERT_ENTRIES = """
-INSERT INTO ledger_entries (batch_seq, idx, kind, record, leaf_hash, asset_id, grant_code,
-                            revision, import_id, row_no)
-SELECT $2 + d.ord / $3, d.ord % $3, 'asset', s.record, s.leaf_hash, s.asset_id, s.grant_code,
-       d.revision, $1, s.row_no
-FROM import_decisions d
-JOIN import_staging s ON s.import_id = $1 AND s.row_no = d.row_no
-WHERE d.decision = 'commit'
-ORDER BY d.ord
+# The entries of the committed rows and, in the same statement, the current-state rows
+# that point at them: the assets insert reads the entries' RETURNING output instead of
+# searching ledger_entries (which has no index on import_id) for them again.
+_INSERT_ENTRIES_AND_ASSETS = """
+WITH e AS (
+    INSERT INTO ledger_entries (batch_seq, idx, kind, record, leaf_hash, asset_id, grant_code,
+                                revision, import_id, row_no)
+    SELECT $2 + d.ord / $3, d.ord % $3, 'asset', s.record, s.leaf_hash, s.asset_id, s.grant_code,
+           d.revision, $1, s.row_no
+    FROM import_decisions d
+    JOIN import_staging s ON s.import_id = $1 AND s.row_no = d.row_no
+    WHERE d.decision = 'commit'
+    ORDER BY d.ord
+    RETURNING id, batch_seq, record, leaf_hash, asset_id, grant_code, revision
+)
+INSERT INTO assets (asset_id, grant_code, lab, category, location, revision, entry_id, batch_seq,
+                    leaf_hash, data, updated_at)
+SELECT e.asset_id, e.grant_code, $4, r.data ->> 'category', r.data ->> 'location', e.revision,
+       e.id, e.batch_seq, e.leaf_hash, r.data, $5
+FROM e
+CROSS JOIN LATERAL (SELECT (convert_from(e.record, 'UTF8')::jsonb) -> 'data' AS data) r
+ON CONFLICT (asset_id, grant_code) DO UPDATE SET
+    lab = EXCLUDED.lab, category = EXCLUDED.category, location = EXCLUDED.location,
+    revision = EXCLUDED.revision, entry_id = EXCLUDED.entry_id, batch_seq = EXCLUDED.batch_seq,
+    leaf_hash = EXCLUDED.leaf_hash, data = EXCLUDED.data, updated_at = EXCLUDED.updated_at
 """
 
 _INSERT_ROWS = """
@@ -139,19 +172,6 @@ LEFT JOIN import_decisions d ON d.row_no = s.row_no
 WHERE s.import_id = $1
 """
 
-_UPSERT_ASSETS = """
-INSERT INTO assets (asset_id, grant_code, lab, category, location, revision, entry_id, batch_seq,
-                    leaf_hash, data, updated_at)
-SELECT e.asset_id, e.grant_code, $2, r.data ->> 'category', r.data ->> 'location', e.revision,
-       e.id, e.batch_seq, e.leaf_hash, r.data, $3
-FROM ledger_entries e
-CROSS JOIN LATERAL (SELECT (convert_from(e.record, 'UTF8')::jsonb) -> 'data' AS data) r
-WHERE e.import_id = $1 AND e.kind = 'asset'
-ON CONFLICT (asset_id, grant_code) DO UPDATE SET
-    lab = EXCLUDED.lab, category = EXCLUDED.category, location = EXCLUDED.location,
-    revision = EXCLUDED.revision, entry_id = EXCLUDED.entry_id, batch_seq = EXCLUDED.batch_seq,
-    leaf_hash = EXCLUDED.leaf_hash, data = EXCLUDED.data, updated_at = EXCLUDED.updated_at
-"""
 
 _COUNTS = """
 SELECT count(*) AS total,
@@ -160,13 +180,6 @@ SELECT count(*) AS total,
        count(*) FILTER (WHERE outcome = 'quarantined') AS quarantined
 FROM import_rows WHERE import_id = $1
 """
-
-_INSERT_BATCH = """
-INSERT INTO ledger_batches (seq, kind, batch_hash, records, manifest_sha256, policy_sha256,
-                            committed_at, chain_hash, import_id)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-"""
-
 
 async def finalize_import(conn: Conn, ctx: ImportContext, *, batch_rows_max: int) -> FinalizeResult:
     """Classify, commit and account for every staged row of one import, atomically.
@@ -180,15 +193,20 @@ async def finalize_import(conn: Conn, ctx: ImportContext, *, batch_rows_max: int
         status = await conn.fetchval("SELECT status FROM imports WHERE id = $1 FOR UPDATE", ctx.import_id)
         if status == "cancelled":
             raise ImportCancelled(str(ctx.import_id))
-        head: asyncpg.Record | None = None
+        if status in ("done", "failed"):
+            raise ImportAlreadyFinished(str(ctx.import_id))
+        head: chain.Head | None = None
         if not ctx.dry_run:
             # The head lock serialises linking, and also the dedupe decisions that depend
             # on what the previous import committed.
-            head = await conn.fetchrow("SELECT seq, chain_hash FROM ledger_head WHERE id = 1 FOR UPDATE")
-            assert head is not None, "ledger_head row missing: run migrations"
+            head = await chain.lock_head(conn)
         steps.done("lock")
+        # Every statement below joins, groups or sorts the whole import: in memory, not on disk.
+        await conn.execute(f"SET LOCAL work_mem = '{_WORK_MEM}'")
         await conn.execute(_CLASSIFY)
         await conn.execute(_DECIDE, ctx.import_id)
+        # Statistics for the joins that follow (a temp table has none until analysed).
+        await conn.execute("ANALYZE import_decisions")
         steps.done("decide")
         await conn.execute(_ORDER_COMMITS)
         steps.done("order")
@@ -199,22 +217,16 @@ async def finalize_import(conn: Conn, ctx: ImportContext, *, batch_rows_max: int
         batches: list[tuple[int, bytes]] = []
         if head is not None:
             now = datetime.now(UTC)
-            seq, prev = int(head["seq"]), bytes(head["chain_hash"])
-            first_seq = seq + 1
+            first_seq = head.seq + 1
             asset_roots = await _batch_roots(conn, batch_rows_max)
             steps.done("batch_roots")
-            rows: list[tuple[Any, ...]] = []
-            for root, size in asset_roots:
-                seq += 1
-                prev, row = _link(seq, "assets", root, size, ctx, now, prev)
-                rows.append(row)
-                batches.append((seq, root))
-            if rows:
-                await conn.executemany(_INSERT_BATCH, rows)
-                await conn.execute(_INSERT_ENTRIES, ctx.import_id, first_seq, batch_rows_max)
-                steps.done("entries")
-                await conn.execute(_UPSERT_ASSETS, ctx.import_id, ctx.lab, now)
-                steps.done("assets")
+            head = await chain.append_batches(conn, head, [_batch("assets", r, n, ctx) for r, n in asset_roots], now)
+            batches = [(first_seq + i, r) for i, (r, _) in enumerate(asset_roots)]
+            if asset_roots:
+                await conn.execute(
+                    _INSERT_ENTRIES_AND_ASSETS, ctx.import_id, first_seq, batch_rows_max, ctx.lab, now
+                )
+                steps.done("entries_assets")
             outcomes_root = await _outcomes_root(conn, ctx.import_id)
             steps.done("outcomes_root")
             receipt = records.receipt_record(
@@ -232,9 +244,8 @@ async def finalize_import(conn: Conn, ctx: ImportContext, *, batch_rows_max: int
                 batches=[(s, h.hex()) for s, h in batches],
             )
             receipt_leaf = leaf_hash(receipt)
-            seq += 1
-            prev, row = _link(seq, "receipt", merkle.root([receipt_leaf]), 1, ctx, now, prev)
-            await conn.execute(_INSERT_BATCH, *row)
+            head = await chain.append_batches(conn, head, [_batch("receipt", merkle.root([receipt_leaf]), 1, ctx)], now)
+            seq = head.seq
             await conn.execute(
                 """
                 INSERT INTO ledger_entries (batch_seq, idx, kind, record, leaf_hash, import_id)
@@ -245,7 +256,7 @@ async def finalize_import(conn: Conn, ctx: ImportContext, *, batch_rows_max: int
                 receipt_leaf,
                 ctx.import_id,
             )
-            await conn.execute("UPDATE ledger_head SET seq = $1, chain_hash = $2 WHERE id = 1", seq, prev)
+            await chain.advance_head(conn, head)
         await conn.execute(
             """
             UPDATE imports SET status = 'done', finished_at = now(), error = NULL,
@@ -271,37 +282,15 @@ async def finalize_import(conn: Conn, ctx: ImportContext, *, batch_rows_max: int
     )
 
 
-def _link(
-    seq: int,
-    kind: str,
-    root: bytes,
-    size: int,
-    ctx: ImportContext,
-    now: datetime,
-    prev: bytes,
-) -> tuple[bytes, tuple[Any, ...]]:
-    header = records.BatchHeader(
-        seq=seq,
+def _batch(kind: str, root: bytes, size: int, ctx: ImportContext) -> chain.NewBatch:
+    return chain.NewBatch(
         kind=kind,
-        batch_hash=root.hex(),
+        root=root,
         records=size,
         manifest_sha256=ctx.manifest_sha256,
         policy_sha256=ctx.policy_sha256,
-        committed_at=records.format_time(now),
+        import_id=ctx.import_id,
     )
-    link = records.chain_hash(prev, records.encode_header(header))
-    row = (
-        seq,
-        kind,
-        root,
-        size,
-        ctx.manifest_sha256,
-        ctx.policy_sha256,
-        now,
-        link,
-        ctx.import_id,
-    )
-    return link, row
 
 
 async def _batch_roots(conn: Conn, batch_rows_max: int) -> list[tuple[bytes, int]]:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -32,6 +33,8 @@ __all__ = [
     "IMPORT_STATUSES",
     "ROLES",
     "assets",
+    "batch_tree",
+    "checkpoints",
     "import_rows",
     "import_staging",
     "imports",
@@ -39,6 +42,8 @@ __all__ = [
     "ledger_entries",
     "ledger_head",
     "metadata",
+    "quarantine_reviews",
+    "signing_keys",
     "tokens",
 ]
 
@@ -217,4 +222,83 @@ import_staging = Table(
 )
 Index("import_staging_import_idx", import_staging.c.import_id, import_staging.c.row_no)
 
-APPEND_ONLY_TABLES = ("ledger_batches", "ledger_entries", "import_rows")
+# One row per review entry (a decision on a quarantined row), written with the entry and never
+# changed: it indexes the entry's bytes by item, and its leaf_hash localises a rewritten entry.
+# An item's status is that of its latest row (issue 4; docs/ledger-format.md §4.4).
+quarantine_reviews = Table(
+    "quarantine_reviews",
+    metadata,
+    Column("batch_seq", BigInteger, ForeignKey("ledger_batches.seq"), primary_key=True, autoincrement=False),
+    Column("idx", Integer, primary_key=True, autoincrement=False),
+    Column("import_id", UUID(as_uuid=True), ForeignKey("imports.id"), nullable=False),
+    Column("row_no", BigInteger, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("actor", UUID(as_uuid=True), ForeignKey("tokens.id"), nullable=False),
+    Column("acted_at", DateTime(timezone=True), nullable=False),
+    Column("record_hash", LargeBinary),
+    Column("leaf_hash", LargeBinary, nullable=False),
+    CheckConstraint(
+        "action IN ('resubmit', 'requeue', 'dismiss', 'conflict', 'failed')", name="quarantine_reviews_action_check"
+    ),
+    CheckConstraint("status IN ('open', 'resolved', 'dismissed')", name="quarantine_reviews_status_check"),
+)
+Index(
+    "quarantine_reviews_item_idx",
+    quarantine_reviews.c.import_id,
+    quarantine_reviews.c.row_no,
+    quarantine_reviews.c.batch_seq,
+    quarantine_reviews.c.idx,
+)
+
+# Audit proofs (issue 5; docs/ledger-format.md §8-§11). The leaf of batch ``seq`` in the ledger
+# tree, leaf_hash(canonical header), written with the batch so proofs need no re-encoding.
+batch_tree = Table(
+    "batch_tree",
+    metadata,
+    Column("seq", BigInteger, ForeignKey("ledger_batches.seq"), primary_key=True, autoincrement=False),
+    Column("leaf_hash", LargeBinary, nullable=False),
+)
+
+# Every key that ever signed a checkpoint, so a rotated key keeps old checkpoints verifiable.
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("key_id", Text, primary_key=True),
+    Column("public_key", LargeBinary, nullable=False),
+    Column("verifier_key", Text, nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# Signed checkpoints (C2SP signed notes) of the ledger tree, as issued.
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("tree_size", BigInteger, nullable=False),
+    Column("root_hash", LargeBinary, nullable=False),
+    Column("origin", Text, nullable=False),
+    Column("key_name", Text, nullable=False),
+    Column("key_id", Text, nullable=False),
+    Column("note", Text, nullable=False),
+    # The tree's compact range at this size (perfect subtree roots, largest first, 32 bytes
+    # each), so the next checkpoint hashes only the leaves added since.
+    Column("tree_state", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    ForeignKeyConstraint(
+        ["key_name", "key_id"], ["signing_keys.name", "signing_keys.key_id"], name="checkpoints_key_fkey"
+    ),
+)
+Index("checkpoints_size_idx", checkpoints.c.tree_size, checkpoints.c.id)
+
+APPEND_ONLY_TABLES = (
+    "ledger_batches",
+    "ledger_entries",
+    "import_rows",
+    "quarantine_reviews",
+    "batch_tree",
+    "signing_keys",
+    "checkpoints",
+)

@@ -10,7 +10,6 @@ on with the next line.
 from __future__ import annotations
 
 import csv
-import io
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,13 @@ from typing import Any
 import msgspec
 
 from ledger.ingest.errors import ManifestError
-from ledger.ingest.limits import field_bytes_max, row_cells_max, sniff_bytes
-from ledger.ingest.sniff import sniff
+from ledger.ingest.limits import field_bytes_max, row_cells_max
+from ledger.ingest.text_reader import CappedLines, TextSource
 
-__all__ = ["CsvManifestReader", "Record", "RecordError", "iter_chunks"]
+__all__ = ["CsvManifestReader", "Record", "RecordError", "iter_chunks", "sniff_delimiter"]
 
 _CUT_CELLS = 16  # cells kept from a record that broke the reader's own limits
+_DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab"}
 
 
 class RecordError(msgspec.Struct, frozen=True):
@@ -37,71 +37,48 @@ class Record(msgspec.Struct, frozen=True):
     error: RecordError | None = None
 
 
-class _Lines:
-    """Lines for the csv module, each at most ``cap`` characters; longer lines are cut, their
-    rest skipped, and counted so the reader can flag the record that contained them."""
-
-    def __init__(self, text: io.TextIOBase, cap: int) -> None:
-        self._text = text
-        self._cap = cap
-        self.overlong = 0
-        self.lines = 0
-
-    def __iter__(self) -> Iterator[str]:
-        readline, cap = self._text.readline, self._cap
-        while True:
-            line = readline(cap)
-            if not line:
-                return
-            if len(line) == cap and not line.endswith("\n"):
-                self.overlong += 1
-                while True:  # discard the rest of the physical line
-                    rest = readline(cap)
-                    if not rest or rest.endswith("\n"):
-                        break
-                line = line[:256] + "\n"
-            self.lines += 1
-            yield line
-
-
 class CsvManifestReader:
-    def __init__(self, path: Path, *, delimiter: str = ",") -> None:
-        self._binary = path.open("rb")
+    def __init__(self, path: Path, *, encoding: str | None = None, delimiter: str | None = None) -> None:
+        self._source = TextSource(path, encoding)
         try:
-            sniffed = sniff(self._binary.read(sniff_bytes))
-            self._binary.seek(sniffed.bom_len)
-            self.encoding = sniffed.encoding
-            self._text = io.TextIOWrapper(self._binary, encoding=sniffed.encoding, errors="strict", newline="")
-            self._lines = _Lines(self._text, field_bytes_max)
+            self.encoding = self._source.encoding
+            self.delimiter = delimiter or sniff_delimiter(self._source.head)
+            self._lines = CappedLines(self._source.text, field_bytes_max)
             csv.field_size_limit(field_bytes_max)
             # strict: a quote that is never closed is an error at the end of the file, not
             # rows silently swallowed into one cell.
-            self._csv = csv.reader(self._lines, delimiter=delimiter, strict=True)
+            self._csv = csv.reader(self._lines, delimiter=self.delimiter, strict=True)
             self._row = 0
             header = self._next_nonblank()
             if header is None:
                 raise ManifestError("empty", "the file has no header row")
             if header.error is not None:
                 raise ManifestError("not_tabular", f"the header row cannot be read: {header.error.message}")
+            if self._source.explicit and not any(c.isascii() and c.isalpha() for c in "".join(header.cells)):
+                raise ManifestError(
+                    "encoding",
+                    f"read as {self.encoding}, the encoding given with the upload, the header holds no "
+                    f"readable column name ({''.join(header.cells)[:40]!r}); is the encoding right?",
+                )
             self.header: list[str] = header.cells
         except BaseException:
-            self._binary.close()
+            self._source.close()
             raise
 
     @property
     def bytes_read(self) -> int:
-        return self._binary.tell()
+        return self._source.bytes_read
 
     @property
     def format(self) -> dict[str, Any]:
-        return {"type": "csv", "encoding": self.encoding, "delimiter": ","}
+        return {"type": "csv", "encoding": self.encoding, "delimiter": self.delimiter}
 
     @property
     def warnings(self) -> list[dict[str, Any]]:
-        return []
+        return self._source.warnings
 
     def close(self) -> None:
-        self._binary.close()
+        self._source.close()
 
     def __enter__(self) -> CsvManifestReader:
         return self
@@ -111,7 +88,7 @@ class CsvManifestReader:
 
     def _next_nonblank(self) -> Record | None:
         while True:
-            before = self._lines.overlong
+            before, nul = self._lines.overlong, self._lines.nul
             first_line = self._lines.lines + 1
             try:
                 cells = next(self._csv)
@@ -127,13 +104,15 @@ class CsvManifestReader:
                 else:
                     message = f"the record on line {first_line} is not valid CSV: {exc}"
                 return self._broken("malformed_record", message, [])
-            except UnicodeDecodeError as exc:
+            except UnicodeDecodeError as exc:  # checked at open; only a file changed under us
                 raise ManifestError(
                     "encoding",
                     f"the file is not valid {self.encoding}: byte 0x{exc.object[exc.start]:02x} "
                     f"near data row {self._row + 1} cannot be decoded",
                     row=self._row + 1,
                 ) from exc
+            if self._lines.nul != nul:
+                return self._broken("nul_byte", "the record holds NUL bytes, which are never manifest data", cells)
             if self._lines.overlong != before:
                 return self._broken(
                     "record_too_long", f"a line of this record is longer than {field_bytes_max} characters", cells
@@ -156,6 +135,35 @@ class CsvManifestReader:
             if record is None:
                 return
             yield record
+
+
+def sniff_delimiter(head: str) -> str:
+    """The delimiter of the header record: the one of ``,`` ``;`` TAB found outside quotes.
+
+    The header holds column names, which contain none of them, so counting is exact where
+    csv.Sniffer guesses from letter frequencies; a header with two of them is refused rather
+    than guessed.
+    """
+    counts = dict.fromkeys(_DELIMITERS, 0)
+    quoted = False
+    for ch in head.lstrip("\ufeff \r\n"):
+        if ch == '"':
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif ch == "\n":
+            break
+        elif ch in counts:
+            counts[ch] += 1
+    found = [d for d, n in counts.items() if n]
+    if len(found) > 1:
+        named = " and ".join(f"{_DELIMITERS[d]} ({counts[d]}x)" for d in found)
+        raise ManifestError(
+            "mixed_delimiters",
+            f"the header row mixes delimiters: {named}; a manifest uses one of comma, semicolon or tab",
+            row=0,
+        )
+    return found[0] if found else ","
 
 
 def iter_chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:

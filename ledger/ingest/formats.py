@@ -14,6 +14,10 @@ from typing import Any, Protocol
 import msgspec
 
 from ledger.ingest.csv_reader import CsvManifestReader, Record
+from ledger.ingest.jsonl_reader import JsonlManifestReader
+from ledger.ingest.sniff import sniff
+from ledger.ingest.text_reader import normalise_encoding
+from ledger.ingest.xlsx_reader import XlsxManifestReader
 
 __all__ = ["ManifestReader", "ReadOptions", "open_manifest"]
 
@@ -43,5 +47,29 @@ class ManifestReader(Protocol):
 
 
 def open_manifest(path: Path, options: ReadOptions | None = None) -> ManifestReader:
-    """Open the right reader for ``path``; raises ManifestError when it is no table we read."""
-    return CsvManifestReader(path)
+    """Open the right reader for ``path``; raises ManifestError when it is no table we read.
+
+    The kind comes from the content: a zip holding ``xl/workbook.xml`` is XLSX, text whose
+    first non-blank character is ``{`` is JSON Lines, other text is delimited. The file name
+    is never consulted: exports are misnamed too often to trust it.
+    """
+    options = options or ReadOptions()
+    encoding = normalise_encoding(options.encoding) if options.encoding else None
+    kind = sniff(path, encoding).kind
+    if kind == "xlsx":
+        workbook = XlsxManifestReader(path, sheet=options.sheet)
+        if encoding is not None:
+            workbook.warnings.append(
+                {"code": "encoding_ignored", "message": f"encoding {encoding!r} was given, but a workbook has its own"}
+            )
+        return workbook
+    reader: JsonlManifestReader | CsvManifestReader
+    if kind == "jsonl":
+        reader = JsonlManifestReader(path, encoding=encoding)
+    else:
+        reader = CsvManifestReader(path, encoding=encoding)
+    if options.sheet is not None:
+        reader.warnings.append(
+            {"code": "sheet_ignored", "message": f"sheet {options.sheet!r} was given, but the file is not a workbook"}
+        )
+    return reader

@@ -11,6 +11,11 @@ __all__ = [
     "quarantined_cell_chars_max",
     "row_cells_max",
     "sniff_bytes",
+    "xlsx_cells_max",
+    "xlsx_members_max",
+    "xlsx_ratio_floor",
+    "xlsx_ratio_max",
+    "xlsx_uncompressed_max",
 ]
 
 # One CSV field; a longer one (a lone quote swallowing the file, a 50 MB line) makes its
@@ -25,3 +30,16 @@ chunk_rows = 5_000
 quarantined_cell_chars_max = 4_096
 form_field_bytes_max = 65_536
 sniff_bytes = 65_536
+
+# An XLSX is a zip: its parts are inflated (and the sheet held by calamine) before a row is
+# read, so what the parts inflate to is capped, and checked by actually inflating them, not
+# by trusting the sizes the archive declares.
+xlsx_uncompressed_max = 512 * 2**20
+xlsx_members_max = 10_000
+# Calamine holds a sheet as a dense grid (about 30 bytes a cell) from its first cell to its
+# last: 1M rows by 20 columns fit; a stray cell at XFD1048576 does not.
+xlsx_cells_max = 20_000_000
+# Spreadsheet XML compresses 10-30x; a part compressing far better than this is a bomb.
+# Only judged on parts past ``xlsx_ratio_floor`` bytes, where a ratio means something.
+xlsx_ratio_max = 200
+xlsx_ratio_floor = 1 * 2**20

@@ -10,43 +10,30 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import aclosing, suppress
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import msgspec
 
 from ledger.config import Settings
-from ledger.core.hashing import leaf_hash
 from ledger.core.policy import ManifestRefused, Policy
-from ledger.core.records import asset_record
 from ledger.db import imports as imports_db
-from ledger.db.ledger_store import ImportCancelled, ImportContext, finalize_import
+from ledger.db.ledger_store import ImportAlreadyFinished, ImportCancelled, ImportContext, finalize_import
 from ledger.db.pool import Conn
-from ledger.ingest.csv_reader import iter_chunks
 from ledger.ingest.errors import ManifestError
 from ledger.ingest.formats import ReadOptions, open_manifest
-from ledger.ingest.limits import chunk_rows, manifest_rows_max, quarantined_cell_chars_max
+from ledger.ingest.limits import manifest_rows_max
+from ledger.ingest.stagers import StageJob, staged_chunks
+from ledger.ingest.staging import STAGING_COLUMNS, StagedRow, stage_chunk
 from ledger.logs import get_logger
 from ledger.services.policies import PolicyRegistry, UnknownPolicy
 
 __all__ = ["StagedRow", "run_import", "stage_chunk"]
 
 log = get_logger("ledger.pipeline")
-
-_STAGING_COLUMNS = (
-    "import_id",
-    "row_no",
-    "asset_id",
-    "grant_code",
-    "record",
-    "leaf_hash",
-    "errors",
-    "cells",
-)
-
-StagedRow = tuple[
-    uuid.UUID, int, str | None, str | None, bytes | None, bytes | None, list[dict[str, str]] | None, list[str]
-]
 
 
 class ImportFailed(Exception):
@@ -62,18 +49,48 @@ async def run_import(conn: Conn, import_id: uuid.UUID, policies: PolicyRegistry,
     if record is None:
         log.warning("import_missing", task_id=str(import_id))
         return
-    if record.status in imports_db.TERMINAL_STATUSES:
-        return
-    started = time.perf_counter()
     bound = log.bind(task_id=str(import_id), lab=record.lab)
+    # A job re-picked while its first run still lives (a late heartbeat) waits here for it,
+    # then finds it finished: two runs of one import never stage or finalize side by side.
+    # The lock is the connection's, so a killed worker releases it with its connection.
+    await conn.execute("SELECT pg_advisory_lock($1)", _lock_key(import_id))
+    try:
+        record = await imports_db.get_import(conn, import_id)
+        if record is None or record.status in imports_db.TERMINAL_STATUSES:
+            # E.g. cancelled while its worker was dead: what that worker staged goes too.
+            await conn.execute("DELETE FROM import_staging WHERE import_id = $1", import_id)
+            bound.info("import_already_finished", stage="pipeline")
+            return
+        await _run_locked(conn, record, policies, settings, bound)
+    finally:
+        # A broken connection has released the lock already.
+        with suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            await conn.execute("SELECT pg_advisory_unlock($1)", _lock_key(import_id))
+
+
+def _lock_key(import_id: uuid.UUID) -> int:
+    # An advisory lock takes a signed 64-bit key; 64 bits of the uuid are unique enough, and a
+    # collision would only make two imports take turns.
+    return int.from_bytes(import_id.bytes[:8], "big", signed=True)
+
+
+async def _run_locked(
+    conn: Conn, record: imports_db.ImportRecord, policies: PolicyRegistry, settings: Settings, bound: Any
+) -> None:
+    import_id = record.id
+    started = time.perf_counter()
     try:
         policy = _policy_for(policies, record)
-        # A re-picked job starts again from the spooled file; what an earlier attempt
-        # staged is discarded first so no row is staged twice.
-        await conn.execute("DELETE FROM import_staging WHERE import_id = $1", import_id)
+        checkpoint = await _resume_point(conn, record, bound)
         await imports_db.set_status(conn, import_id, "parsing")
-        rows = await _stage(conn, record, policy, Path(record.spool_path), bound)
-        bound.info("staged", stage="validating", rows=rows, seconds=round(time.perf_counter() - started, 3))
+        checkpoint = await _stage(conn, record, policy, settings, checkpoint, bound)
+        bound.info(
+            "staged",
+            stage="validating",
+            rows=checkpoint.rows,
+            rows_skipped=checkpoint.resumed_at[-1] if checkpoint.resumed_at else 0,
+            seconds=round(time.perf_counter() - started, 3),
+        )
         await imports_db.set_status(conn, import_id, "finalizing")
         t0 = time.perf_counter()
         result = await finalize_import(
@@ -101,6 +118,8 @@ async def run_import(conn: Conn, import_id: uuid.UUID, policies: PolicyRegistry,
             finalize_steps=result.timings,
             seconds=round(time.perf_counter() - started, 3),
         )
+    except ImportAlreadyFinished:
+        bound.info("import_already_finished", stage="finalizing")
     except ImportCancelled:
         bound.info("import_cancelled", stage="pipeline")
         await conn.execute("DELETE FROM import_staging WHERE import_id = $1", import_id)
@@ -111,6 +130,39 @@ async def run_import(conn: Conn, import_id: uuid.UUID, policies: PolicyRegistry,
         # Never leave an import hanging: an unexpected fault still ends it, with a code.
         bound.exception("import_crashed", stage="pipeline")
         await _fail(conn, import_id, {"code": "internal", "message": f"import failed: {type(exc).__name__}"})
+
+
+async def _resume_point(conn: Conn, record: imports_db.ImportRecord, bound: Any) -> imports_db.Checkpoint:
+    """Where staging goes on from: the last checkpoint, if the staged rows still match it.
+
+    A chunk's COPY and its checkpoint commit together, so normally they agree; rows past the
+    checkpoint are dropped anyway. Staging is UNLOGGED, so a database crash empties it: a
+    count that disagrees with the checkpoint means starting over.
+    """
+    import_id = record.id
+    if record.checkpoint is None:
+        await conn.execute("DELETE FROM import_staging WHERE import_id = $1", import_id)
+        return imports_db.Checkpoint()
+    checkpoint = msgspec.convert(record.checkpoint, imports_db.Checkpoint)
+    await conn.execute(
+        "DELETE FROM import_staging WHERE import_id = $1 AND row_no > $2", import_id, checkpoint.last_row
+    )
+    staged = await conn.fetchval("SELECT count(*) FROM import_staging WHERE import_id = $1", import_id)
+    if staged != checkpoint.rows:
+        bound.warning("checkpoint_lost", stage="parsing", checkpoint_rows=checkpoint.rows, staged_rows=staged)
+        await conn.execute("DELETE FROM import_staging WHERE import_id = $1", import_id)
+        await imports_db.reset_checkpoint(conn, import_id)
+        return imports_db.Checkpoint()
+    checkpoint.resumed_at.append(checkpoint.rows)
+    await imports_db.save_checkpoint(conn, import_id, checkpoint)
+    bound.info(
+        "import_resumed",
+        stage="parsing",
+        rows_skipped=checkpoint.rows,
+        last_row=checkpoint.last_row,
+        complete=checkpoint.complete,
+    )
+    return checkpoint
 
 
 async def _fail(conn: Conn, import_id: uuid.UUID, error: dict[str, Any]) -> None:
@@ -136,12 +188,22 @@ async def _stage(
     conn: Conn,
     record: imports_db.ImportRecord,
     policy: Policy,
-    path: Path,
+    settings: Settings,
+    checkpoint: imports_db.Checkpoint,
     bound: Any,
-) -> int:
+) -> imports_db.Checkpoint:
+    """Stage every record past the checkpoint; each chunk's COPY commits with its checkpoint."""
+    if checkpoint.complete:
+        return checkpoint
+    path = Path(record.spool_path)
     try:
+        # The header is read here too, so a refused manifest fails before any process starts.
         reader = open_manifest(path, msgspec.convert(record.options, ReadOptions))
-        binding = policy.bind_header(reader.header)
+        try:
+            policy.bind_header(reader.header)
+            header, fmt, warnings = reader.header, reader.format, reader.warnings
+        finally:
+            reader.close()
     except ManifestError as exc:
         raise ImportFailed(exc.code, exc.message) from exc
     except ManifestRefused as exc:
@@ -152,80 +214,58 @@ async def _stage(
         }
         raise ImportFailed(exc.code, str(exc), **extra) from exc
     await conn.execute(
-        "UPDATE imports SET header = $2, format = $3, warnings = $4, status = 'validating' WHERE id = $1",
+        """
+        UPDATE imports SET header = $2, format = $3, warnings = $4, status = 'validating'
+        WHERE id = $1 AND status NOT IN ('done', 'failed', 'cancelled')
+        """,
         record.id,
-        reader.header,
-        reader.format,
-        reader.warnings,
+        header,
+        fmt,
+        warnings,
     )
-    rows = quarantined = 0
+    job = StageJob(
+        import_id=str(record.id),
+        lab=record.lab,
+        path=str(path),
+        options=record.options,
+        policies_dir=str(settings.policies_dir.resolve()),
+        policy_name=policy.name,
+        policy_sha256=policy.sha256,
+        after_row=checkpoint.last_row,
+        chunk_rows=settings.import_chunk_rows,
+    )
+    # Spawning processes costs a fraction of a second: worth it only for a big file.
+    big = record.manifest_bytes >= settings.import_parallel_bytes_min
+    processes = settings.import_processes if big else 0
     try:
-        for chunk in iter_chunks(reader, chunk_rows):
-            staged = stage_chunk(record.id, record.lab, policy, binding, chunk)
-            rows += len(staged)
-            quarantined += sum(1 for row in staged if row[6] is not None)
-            if rows > manifest_rows_max:
-                raise ImportFailed("too_many_rows", f"the manifest has more than {manifest_rows_max} rows")
-            await conn.copy_records_to_table("import_staging", records=staged, columns=_STAGING_COLUMNS)
-            status = await imports_db.set_progress(
-                conn, record.id, rows=rows, quarantined=quarantined, bytes_read=reader.bytes_read
-            )
-            if status == "cancelled":
-                raise ImportCancelled(str(record.id))
+        # aclosing: on a cancel or a refusal the staging processes stop now, not at GC.
+        async with aclosing(staged_chunks(job, processes)) as chunks:
+            async for chunk in chunks:
+                checkpoint.rows += chunk.rows
+                checkpoint.quarantined += chunk.quarantined
+                checkpoint.bytes_read = chunk.bytes_read
+                checkpoint.last_row = chunk.last_row
+                if checkpoint.rows > manifest_rows_max:
+                    raise ImportFailed("too_many_rows", f"the manifest has more than {manifest_rows_max} rows")
+                async with conn.transaction():
+                    # Staging is rebuilt from the file after a database crash (the checkpoint
+                    # check notices), so waiting for this commit's WAL flush buys nothing.
+                    await conn.execute("SET LOCAL synchronous_commit = off")
+                    await conn.copy_to_table(
+                        "import_staging", source=_once(chunk.payload), columns=STAGING_COLUMNS, format="binary"
+                    )
+                    status = await imports_db.save_checkpoint(conn, record.id, checkpoint)
+                if status == "cancelled":
+                    raise ImportCancelled(str(record.id))
     except ManifestError as exc:
         raise ImportFailed(exc.code, exc.message) from exc
-    finally:
-        reader.close()
-    return rows
+    checkpoint.complete = True
+    await imports_db.save_checkpoint(conn, record.id, checkpoint)
+    # Fresh statistics, or the planner takes a big import for a few rows and the final
+    # transaction's joins go quadratic (autovacuum would analyse it only later).
+    await conn.execute("ANALYZE import_staging")
+    return checkpoint
 
 
-def stage_chunk(import_id: uuid.UUID, lab: str, policy: Policy, binding: Any, chunk: list[Any]) -> list[StagedRow]:
-    """Validate, normalise and hash one chunk of records: pure CPU, no I/O."""
-    out: list[StagedRow] = []
-    name = policy.name
-    validate = binding.validate
-    for rec in chunk:
-        if rec.error is not None:
-            out.append(
-                (
-                    import_id,
-                    rec.row,
-                    None,
-                    None,
-                    None,
-                    None,
-                    [{"field": "row", "rule": rec.error.rule, "message": rec.error.message}],
-                    rec.cells,
-                )
-            )
-            continue
-        result = validate(rec.cells)
-        if result.errors:
-            out.append(
-                (
-                    import_id,
-                    rec.row,
-                    None,
-                    None,
-                    None,
-                    None,
-                    [{"field": v.field, "rule": v.rule, "message": v.message} for v in result.errors],
-                    [c[:quarantined_cell_chars_max] for c in rec.cells],
-                )
-            )
-            continue
-        assert result.data is not None and result.key is not None
-        body = asset_record(policy=name, lab=lab, data=result.data)
-        out.append(
-            (
-                import_id,
-                rec.row,
-                result.key[0],
-                result.key[1],
-                body,
-                leaf_hash(body),
-                None,
-                rec.cells,
-            )
-        )
-    return out
+async def _once(payload: bytes) -> AsyncIterator[bytes]:
+    yield payload

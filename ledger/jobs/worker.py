@@ -19,6 +19,7 @@ from ledger.ingest.pipeline import run_import
 from ledger.jobs.queue import IMPORT_ENTRYPOINT
 from ledger.logs import get_logger
 from ledger.services.policies import PolicyRegistry
+from ledger.services.signing import configure_signing
 
 __all__ = ["Worker", "run_worker"]
 
@@ -32,6 +33,7 @@ class Worker:
         self.settings = settings
         self.database_url = database_url
         self.policies = policies
+        configure_signing(settings)  # every commit signs a checkpoint of its new head
         self._qm: QueueManager | None = None
         self._stopping = False
         self._conn: asyncpg.Connection[Any] | None = None
@@ -54,8 +56,17 @@ class Worker:
                 await run_import(conn, import_id, self.policies, self.settings)
 
         log.info("worker_started", stage="worker")
+        heartbeat = timedelta(seconds=self.settings.job_heartbeat_timeout_seconds)
         try:
-            await qm.run(dequeue_timeout=timedelta(seconds=5), batch_size=1)
+            # A job whose worker died (kill -9, lost host) keeps status 'picked' and stops
+            # beating; pgqueuer's dequeue re-picks a picked job whose heartbeat is older than
+            # heartbeat_timeout. Nothing announces a stale job, so dequeue also polls at least
+            # that often. The pipeline then resumes from the import's checkpoint.
+            await qm.run(
+                dequeue_timeout=min(timedelta(seconds=5), heartbeat),
+                batch_size=1,
+                heartbeat_timeout=heartbeat,
+            )
         finally:
             await self._pool.close()
             await self._conn.close()

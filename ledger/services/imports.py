@@ -16,9 +16,10 @@ import msgspec
 from ledger.config import Settings
 from ledger.db import imports as imports_db
 from ledger.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, TooManyRequests
-from ledger.ingest.errors import MultipartError, UploadTooLarge
+from ledger.ingest.errors import ManifestError, MultipartError, UploadTooLarge
 from ledger.ingest.errors_csv import ErrorReportRow, iter_errors_csv
 from ledger.ingest.spool import receive_multipart
+from ledger.ingest.text_reader import normalise_encoding
 from ledger.jobs.queue import enqueue_import
 from ledger.services.access import Principal, require_lab, require_role, submission_lab
 from ledger.services.policies import PolicyRegistry, UnknownPolicy
@@ -93,9 +94,14 @@ class RowsPage(msgspec.Struct, frozen=True):
     next: str | None
 
 
-def default_idempotency_key(manifest_sha256: str, policy_name: str, policy_version: str, dry_run: bool) -> str:
-    # A dry run must not answer for the real submission of the same file, nor the reverse.
+def default_idempotency_key(
+    manifest_sha256: str, policy_name: str, policy_version: str, dry_run: bool, options: dict[str, str] | None = None
+) -> str:
+    # A dry run must not answer for the real submission of the same file, nor the reverse;
+    # nor may a file resent with another encoding or sheet get the first reading's answer.
     material = f"{manifest_sha256}\n{policy_name}\n{policy_version}\n{'dry-run' if dry_run else 'commit'}"
+    if options:
+        material += "\n" + "\n".join(f"{k}={v}" for k, v in sorted(options.items()))
     return hashlib.sha256(material.encode()).hexdigest()
 
 
@@ -140,7 +146,10 @@ async def submit(
             raise InvalidRequest("unknown_policy", str(exc)) from exc
         lab = submission_lab(principal, fields.get("lab"))
         dry_run = _flag(fields.get("dry_run", ""), "dry_run")
-        key = idempotency_key or default_idempotency_key(spooled.sha256_hex, policy.name, policy.version, dry_run)
+        options = _read_options(fields)
+        key = idempotency_key or default_idempotency_key(
+            spooled.sha256_hex, policy.name, policy.version, dry_run, options
+        )
         task_id = uuid.uuid4()
         accepted = Accepted(
             task_id=str(task_id),
@@ -169,6 +178,7 @@ async def submit(
             bytes_read=0,
             error=None,
             accepted_body=body_dict,
+            options=options,
             created_at=datetime.now(UTC),
             started_at=None,
             finished_at=None,
@@ -216,6 +226,22 @@ async def _admit(pool: asyncpg.Pool[Any], settings: Settings, principal: Princip
             f"{settings.imports_queued_per_lab_max}); wait for them to start",
             retry_after=10,
         )
+
+
+def _read_options(fields: dict[str, str]) -> dict[str, str]:
+    """How to read the file, as the submitter said (only what was given is stored)."""
+    options: dict[str, str] = {}
+    encoding = fields.get("encoding", "").strip()
+    if encoding:
+        try:
+            normalise_encoding(encoding)
+        except ManifestError as exc:
+            message = f"{exc.message}; leave 'encoding' out to have it detected"
+            raise InvalidRequest("invalid_encoding", message) from exc
+        options["encoding"] = encoding
+    if fields.get("sheet", "").strip():
+        options["sheet"] = fields["sheet"]
+    return options
 
 
 def _flag(raw: str, name: str) -> bool:

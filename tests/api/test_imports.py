@@ -195,7 +195,7 @@ async def test_dry_run_reports_without_writing_to_the_ledger(api: Api) -> None:
         (b"   \n\n", "empty"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(200), "not_tabular"),
         (b"PK\x03\x04" + bytes(100), "not_tabular"),
-        (b"asset_id,grant_code,\xff\xfe\xfa broken\nA,B,C\n", "encoding"),
+        (b"\xff\xfea\x00,\x00\x00\xd8", "encoding"),  # a UTF-16 BOM, then a broken surrogate
     ],
 )
 async def test_unreadable_files_fail_with_a_code(api: Api, content: bytes, code: str) -> None:

@@ -108,6 +108,7 @@ def verify(batches: list[dict[str, Any]]) -> tuple[int, int | None, str] | None:
     """§6, without the optional expected-record-hash check (the vectors carry no receipts
     for localisation)."""
     prev, expected_seq, asset_hashes = bytes(32), 1, {}
+    pending: dict[str, Any] = {"from": 0, "hashes": []}  # §6.1 pending corrections
     for b in batches:
         h, seq = b["header"], expected_seq
         if h["seq"] != seq:
@@ -129,6 +130,9 @@ def verify(batches: list[dict[str, Any]]) -> tuple[int, int | None, str] | None:
         link = sha(prev + canon({**h, "v": 1}))
         if link.hex() != b["chain_hash"]:
             return (seq, None, "chain_hash_mismatch")
+        failure = corrections_and_reviews(seq, h, b["entries"], leaves, pending)
+        if failure is not None:
+            return failure
         if h["kind"] == "receipt":
             receipt = json.loads(bytes.fromhex(b["entries"][0]["record_hex"]))
             for listed in receipt["batches"]:
@@ -142,7 +146,7 @@ def verify(batches: list[dict[str, Any]]) -> tuple[int, int | None, str] | None:
         else:
             asset_hashes[seq] = h["batch_hash"]
         prev, expected_seq = link, expected_seq + 1
-    return None
+    return (pending["from"], None, "corrections_unaccounted") if pending["hashes"] else None
 
 
 def test_chain_verifies() -> None:
@@ -151,5 +155,121 @@ def test_chain_verifies() -> None:
 
 @pytest.mark.parametrize("vector", load("chain.json")["tampered"], ids=lambda v: v["name"])
 def test_tampering_is_found_where_the_vectors_say(vector: dict[str, Any]) -> None:
+    want = vector["want_failure"]
+    assert verify(vector["batches"]) == (want["batch_seq"], want["entry"], want["reason"])
+
+
+# §4.4 review entries and §6.1
+
+
+REVIEW_MEMBERS = {
+    "action",
+    "actor",
+    "at",
+    "correction",
+    "error",
+    "item",
+    "note",
+    "policy",
+    "reason",
+    "status",
+    "values",
+}
+REVIEW_TABLE = {  # action: (status, correction outcomes or None for no correction)
+    "resubmit": ("resolved", {"committed", "duplicate"}),
+    "requeue": ("resolved", {"committed", "duplicate"}),
+    "dismiss": ("dismissed", None),
+    "conflict": ("open", {"conflict"}),
+    "failed": ("open", {"failed"}),
+}
+REASONS = {"schema_violation", "duplicate_key_in_manifest", "conflict", "transient_failure"}
+
+
+def review_object(i: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **{k: i[k] for k in REVIEW_MEMBERS - {"item"}},
+        "item": {"row": i["row"], "task_id": i["task_id"]},
+        "type": "review",
+        "v": 1,
+    }
+
+
+def is_hex64(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def review_valid(data: bytes) -> bool:
+    try:
+        r = json.loads(data)
+    except ValueError:
+        return False
+    if not isinstance(r, dict) or set(r) != REVIEW_MEMBERS | {"type", "v"} or canon(r) != data:
+        return False
+    if r["type"] != "review" or r["v"] != 1 or r["action"] not in REVIEW_TABLE or r["reason"] not in REASONS:
+        return False
+    status, outcomes = REVIEW_TABLE[r["action"]]
+    if r["status"] != status or (r["error"] is not None) != (r["action"] == "failed"):
+        return False
+    if (r["action"], r["reason"]) in (
+        ("conflict", r["reason"] != "conflict"),
+        ("failed", r["reason"] != "transient_failure"),
+    ):
+        return False
+    item, actor = r["item"], r["actor"]
+    if not (isinstance(item, dict) and set(item) == {"row", "task_id"} and isinstance(item["row"], int)):
+        return False
+    if not (isinstance(actor, dict) and set(actor) == {"label", "role", "token_id"}):
+        return False
+    if outcomes is None:
+        return (
+            r["correction"] is None and r["values"] is None and r["policy"] is None and bool((r["note"] or "").strip())
+        )
+    c = r["correction"]
+    if not isinstance(c, dict) or set(c) != {"ledger_hash", "outcome", "record_hash"} or c["outcome"] not in outcomes:
+        return False
+    if not is_hex64(c["record_hash"]) or not (c["ledger_hash"] is None or is_hex64(c["ledger_hash"])):
+        return False
+    if c["outcome"] == "duplicate" and c["ledger_hash"] != c["record_hash"]:
+        return False
+    if c["outcome"] == "conflict" and c["ledger_hash"] in (None, c["record_hash"]):
+        return False
+    return isinstance(r["values"], dict) and isinstance(r["policy"], dict)
+
+
+def corrections_and_reviews(
+    seq: int, h: dict[str, Any], entries: list[dict[str, Any]], leaves: list[bytes], pending: dict[str, Any]
+) -> tuple[int, int | None, str] | None:
+    if h["kind"] == "assets" and h["manifest_sha256"] is None:
+        if not pending["hashes"]:
+            pending["from"] = seq
+        pending["hashes"] += [lh.hex() for lh in leaves]
+        return None
+    if h["kind"] != "review":
+        return (pending["from"], None, "corrections_unaccounted") if pending["hashes"] else None
+    hashes, pending["hashes"] = pending["hashes"], []
+    for i, e in enumerate(entries):
+        record = bytes.fromhex(e["record_hex"])
+        if not review_valid(record):
+            return (seq, i, "review_malformed")
+        c = json.loads(record)["correction"]
+        committed = c is not None and c["outcome"] == "committed"
+        if committed and (not hashes or hashes.pop(0) != c["record_hash"]):
+            return (seq, i, "review_correction_mismatch")
+    return (seq, None, "corrections_unaccounted") if hashes else None
+
+
+def test_review_records() -> None:
+    for vector in load("review.json")["records"]:
+        data = canon(review_object(vector["input"]))
+        assert data.hex() == vector["canonical_hex"], vector["name"]
+        assert leaf(data).hex() == vector["leaf_hash"] and review_valid(data)
+
+
+def test_chain_with_reviews_verifies() -> None:
+    assert verify(load("review.json")["ledger"]) is None
+
+
+@pytest.mark.parametrize("vector", load("review.json")["tampered"], ids=lambda v: v["name"])
+def test_review_tampering_is_found_where_the_vectors_say(vector: dict[str, Any]) -> None:
     want = vector["want_failure"]
     assert verify(vector["batches"]) == (want["batch_seq"], want["entry"], want["reason"])

@@ -109,3 +109,32 @@ def test_generator_reproduces_the_committed_files() -> None:
     assert generate.record_vectors() == load("records.json")
     assert generate.merkle_vectors() == load("merkle.json")
     assert generate.chain_vectors() == load("chain.json")
+
+
+# Review entries (§4.4) and the chain rules for corrections and reviews (§6.1).
+
+
+@pytest.mark.parametrize("vector", load("review.json")["records"], ids=lambda v: v["name"])
+def test_review_records(vector: dict[str, Any]) -> None:
+    from tests.vectors.generate import review_bytes
+
+    data = review_bytes(vector["input"])
+    assert data.hex() == vector["canonical_hex"] and leaf_hash(data).hex() == vector["leaf_hash"]
+
+
+def test_review_chain_verifies() -> None:
+    report = verify_batches(to_stored(load("review.json")["ledger"]))
+    assert report.ok and report.batches_checked == 6 and report.records_checked == 10
+
+
+@pytest.mark.parametrize("vector", load("review.json")["tampered"], ids=lambda v: v["name"])
+def test_tampered_review_chain_is_rejected_where_the_vector_says(vector: dict[str, Any]) -> None:
+    failure = verify_batches(to_stored(vector["batches"])).first_failure
+    assert failure is not None
+    assert {"batch_seq": failure.batch_seq, "entry": failure.entry, "reason": failure.reason} == vector["want_failure"]
+
+
+def test_generator_reproduces_the_review_vectors() -> None:
+    from tests.vectors import generate
+
+    assert generate.review_vectors() == load("review.json")

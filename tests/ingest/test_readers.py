@@ -14,6 +14,7 @@ import pytest
 from ledger.ingest.csv_reader import CsvManifestReader, iter_chunks
 from ledger.ingest.errors import ManifestError, MultipartError, UploadTooLarge
 from ledger.ingest.errors_csv import ErrorReportRow, iter_errors_csv, neutralise_cell
+from ledger.ingest.formats import open_manifest
 from ledger.ingest.limits import field_bytes_max
 from ledger.ingest.spool import receive_multipart
 
@@ -25,8 +26,11 @@ def write(tmp_path: Path, content: bytes) -> Path:
 
 
 def read(tmp_path: Path, content: bytes) -> tuple[list[str], list[tuple[int, list[str], str | None]]]:
-    with CsvManifestReader(write(tmp_path, content)) as reader:
+    reader = open_manifest(write(tmp_path, content))
+    try:
         return reader.header, [(r.row, r.cells, r.error.rule if r.error else None) for r in reader]
+    finally:
+        reader.close()
 
 
 @pytest.mark.parametrize(
@@ -39,8 +43,8 @@ def read(tmp_path: Path, content: bytes) -> tuple[list[str], list[tuple[int, lis
         (b"PK\x03\x04\x14\x00\x06\x00" + bytes(64), "not_tabular"),
         (b"%PDF-1.7\n", "not_tabular"),
         (b"\x1f\x8b\x08\x00" + bytes(20), "not_tabular"),
-        (b"a,b\n1,\x00\x00\x002\n", "not_tabular"),
-        (b"a,b\n1,caf\xe9\n", "encoding"),
+        (b"a\x00,b\n1,2\n", "not_tabular"),
+        (b"\xff\xfea\x00,\x00\x00\xd8", "encoding"),
     ],
 )
 def test_unreadable_files_raise_a_coded_error(tmp_path: Path, content: bytes, code: str) -> None:

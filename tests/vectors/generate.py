@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ledger.core import canonical, records
+from ledger.core import canonical, records, review
 from ledger.core.hashing import leaf_hash
 from ledger.core.merkle import consistency_proof, inclusion_proof, root
 from ledger.core.verify import StoredBatch, StoredEntry, verify_batches
@@ -370,12 +370,215 @@ def chain_vectors() -> dict[str, Any]:
     return {"ledger": ledger, "tampered": tampered}
 
 
+# ---------------------------------------------------------------- review entries (§4.4, §6.1)
+
+REVIEW_TASK = "3f1c9a52-6a0e-4c1e-9d2b-7f5d1c0e8a11"
+REVIEW_ACTOR = {"token_id": "0b6f3c1e-8d4a-4f7e-9a55-2f1d8c3b7e90", "role": "compliance_officer", "label": "Dana (QA)"}
+REVIEW_POLICY = {"name": "lab-inventory", "version": "1", "sha256": "cd" * 32}
+REVIEW_AT = "2026-11-23T05:00:00.000000Z"
+
+
+def _review_inputs(correction_hash: str, ledger_hash: str | None) -> list[dict[str, Any]]:
+    """One review of each action: the inputs of §4.4 (every member, null when unused)."""
+    base = {"task_id": REVIEW_TASK, "actor": REVIEW_ACTOR, "at": REVIEW_AT, "error": None}
+    return [
+        {
+            **base,
+            "row": 4,
+            "action": "resubmit",
+            "status": "resolved",
+            "reason": "schema_violation",
+            "note": "quantity was typed as 1.5",
+            "values": {"quantity": "2"},
+            "policy": REVIEW_POLICY,
+            "correction": {"outcome": "committed", "record_hash": correction_hash, "ledger_hash": ledger_hash},
+        },
+        {
+            **base,
+            "row": 5,
+            "action": "dismiss",
+            "status": "dismissed",
+            "reason": "duplicate_key_in_manifest",
+            "note": "=not ours — sold in 2023",
+            "values": None,
+            "policy": None,
+            "correction": None,
+        },
+        {
+            **base,
+            "row": 6,
+            "action": "conflict",
+            "status": "open",
+            "reason": "conflict",
+            "note": None,
+            "values": {"location": "CHM-204"},
+            "policy": REVIEW_POLICY,
+            "correction": {"outcome": "conflict", "record_hash": "ee" * 32, "ledger_hash": correction_hash},
+        },
+        {
+            **base,
+            "row": 7,
+            "action": "failed",
+            "status": "open",
+            "reason": "transient_failure",
+            "note": None,
+            "values": {"quantity": "3"},
+            "policy": REVIEW_POLICY,
+            "correction": {"outcome": "failed", "record_hash": "dd" * 32, "ledger_hash": None},
+            "error": "lock_not_available",
+        },
+        {
+            **base,
+            "row": 7,
+            "action": "requeue",
+            "status": "resolved",
+            "reason": "transient_failure",
+            "note": "database back",
+            "values": {"quantity": "3"},
+            "policy": REVIEW_POLICY,
+            "correction": {"outcome": "duplicate", "record_hash": "dd" * 32, "ledger_hash": "dd" * 32},
+        },
+    ]
+
+
+def review_bytes(i: dict[str, Any]) -> bytes:
+    return review.review_record(
+        task_id=i["task_id"],
+        row=i["row"],
+        action=i["action"],
+        status=i["status"],
+        reason=i["reason"],
+        actor=review.Actor(**i["actor"]),
+        at=i["at"],
+        note=i["note"],
+        values=i["values"],
+        policy=None if i["policy"] is None else review.PolicyRef(**i["policy"]),
+        correction=None if i["correction"] is None else review.Correction(**i["correction"]),
+        error=i["error"],
+    )
+
+
+def _relink(batches: list[dict[str, Any]]) -> None:
+    """Recompute every leaf hash, batch hash and chain link: a forger with write access."""
+    prev = bytes(32)
+    for seq, b in enumerate(batches, start=1):
+        leaves = [leaf_hash(bytes.fromhex(e["record_hex"])) for e in b["entries"]]
+        for e, leaf in zip(b["entries"], leaves, strict=True):
+            e["leaf_hash"] = _hex(leaf)
+        b["header"].update(seq=seq, batch_hash=_hex(root(leaves)), records=len(leaves))
+        prev = records.chain_hash(prev, records.encode_header(records.BatchHeader(**b["header"])))
+        b["chain_hash"] = _hex(prev)
+
+
+def review_vectors() -> dict[str, Any]:
+    """Review records of every action, and a ledger where an import is followed by a
+    correction with its review batch and by a review batch alone."""
+    corrected = records.asset_record(
+        policy="lab-inventory", lab="chem-lab", data={**ASSET_DATA, "asset_id": "A-009", "quantity": 2}
+    )
+    correction_hash = _hex(leaf_hash(corrected))
+    inputs = _review_inputs(correction_hash, None)
+    out_records = [
+        {
+            "name": f"review {i['action']}",
+            "input": i,
+            "canonical_hex": _hex(review_bytes(i)),
+            "leaf_hash": _hex(leaf_hash(review_bytes(i))),
+        }
+        for i in inputs
+    ]
+    ledger = _ledger()  # seq 1-3: an import
+
+    def batch(kind: str, entries: list[bytes], when: str) -> dict[str, Any]:
+        return {
+            "header": {
+                "seq": 0,
+                "kind": kind,
+                "batch_hash": "",
+                "records": 0,
+                "manifest_sha256": None,
+                "policy_sha256": None,
+                "committed_at": when,
+            },
+            "chain_hash": "",
+            "entries": [{"idx": i, "record_hex": _hex(e), "leaf_hash": ""} for i, e in enumerate(entries)],
+            "outcomes_hex": None,
+        }
+
+    ledger.append(batch("assets", [corrected], REVIEW_AT))  # seq 4: the correction
+    ledger.append(batch("review", [review_bytes(i) for i in inputs[:3]], REVIEW_AT))  # seq 5
+    ledger.append(batch("review", [review_bytes(i) for i in inputs[3:]], "2026-11-23T05:00:01.000000Z"))  # seq 6
+    _relink(ledger)
+    assert verify_batches(to_stored(ledger)).ok
+    tampered: list[dict[str, Any]] = []
+
+    def variant(name: str, mutate: Any, *, relink: bool = False) -> None:
+        batches = copy.deepcopy(ledger)
+        mutate(batches)
+        if relink:
+            _relink(batches)
+        failure = verify_batches(to_stored(batches)).first_failure
+        assert failure is not None, name
+        tampered.append(
+            {
+                "name": name,
+                "batches": batches,
+                "want_failure": {"batch_seq": failure.batch_seq, "entry": failure.entry, "reason": failure.reason},
+            }
+        )
+
+    def edit_review(b: list[dict[str, Any]], position: int, **changes: Any) -> None:
+        b[4]["entries"][position]["record_hex"] = _hex(review_bytes({**inputs[position], **changes}))
+
+    def change_note(b: list[dict[str, Any]]) -> None:
+        edit_review(b, 1, note="approved by the lab")
+
+    def rewrite_consistently(b: list[dict[str, Any]]) -> None:
+        change_note(b)
+        e = b[4]["entries"][1]
+        e["leaf_hash"] = _hex(leaf_hash(bytes.fromhex(e["record_hex"])))
+
+    def other_correction(b: list[dict[str, Any]]) -> None:
+        edit_review(b, 0, correction={"outcome": "committed", "record_hash": "ab" * 32, "ledger_hash": None})
+
+    def drop_review_batch(b: list[dict[str, Any]]) -> None:
+        del b[4:]
+
+    def correction_unreviewed(b: list[dict[str, Any]]) -> None:
+        edit_review(b, 0, action="dismiss", status="dismissed", values=None, policy=None, correction=None)
+
+    def malformed(b: list[dict[str, Any]]) -> None:
+        # A dismissal without its reason is no valid review entry.
+        record = json.loads(bytes.fromhex(b[4]["entries"][1]["record_hex"]))
+        record["note"] = None
+        b[4]["entries"][1]["record_hex"] = _hex(canonical.encode(record))
+
+    def delete_review_batch(b: list[dict[str, Any]]) -> None:
+        del b[4]
+
+    variant("review note changed", change_note)
+    variant("review entry rewritten with its leaf hash", rewrite_consistently)
+    variant("review batch deleted", delete_review_batch)
+    variant("relinked: review names another correction", other_correction, relink=True)
+    variant("relinked: correction without its review batch", drop_review_batch, relink=True)
+    variant("relinked: committed correction reviewed as a dismissal", correction_unreviewed, relink=True)
+    variant("relinked: dismissal without a reason", malformed, relink=True)
+    return {"records": out_records, "ledger": ledger, "tampered": tampered}
+
+
 def main() -> None:
+    import sys
+
+    sys.path.insert(0, str(HERE.parents[1]))  # run as a script: make `tests` importable
+    from tests.vectors.audit_ledger import audit_vectors
+
     for name, data in [
         ("canonical.json", canonical_vectors()),
         ("records.json", record_vectors()),
         ("merkle.json", merkle_vectors()),
         ("chain.json", chain_vectors()),
+        ("review.json", review_vectors()),
+        ("audit.json", audit_vectors()),
     ]:
         (HERE / name).write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         print(f"wrote {HERE / name}")

@@ -1,0 +1,89 @@
+"""/quarantine: the review queue for compliance officers; /imports/{id}/accounting."""
+
+from __future__ import annotations
+
+from litestar import Controller, get, post
+from litestar.response import Stream
+
+from ledger.api.state import AppState
+from ledger.services import quarantine as service
+from ledger.services.access import Principal
+
+__all__ = ["AccountingController", "QuarantineController"]
+
+
+class QuarantineController(Controller):
+    path = "/quarantine"
+    tags = ["quarantine"]
+
+    @get("/", summary="Quarantined rows, newest first, with facets per rule and field")
+    async def list(
+        self,
+        ledger: AppState,
+        principal: Principal,
+        status: str | None = None,
+        reason: str | None = None,
+        rule: str | None = None,
+        field: str | None = None,
+        lab: str | None = None,
+        grant_code: str | None = None,
+        task_id: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> service.Page:
+        query = service.Query(
+            status=status, reason=reason, rule=rule, field=field, lab=lab, grant_code=grant_code, task_id=task_id
+        )
+        return await service.list_items(ledger.db, ledger.policies, principal, query, limit=limit, cursor=cursor)
+
+    @get("/export.csv", summary="The filtered queue as CSV, formula cells neutralised")
+    async def export(
+        self,
+        ledger: AppState,
+        principal: Principal,
+        status: str | None = None,
+        reason: str | None = None,
+        rule: str | None = None,
+        field: str | None = None,
+        lab: str | None = None,
+        grant_code: str | None = None,
+        task_id: str | None = None,
+    ) -> Stream:
+        query = service.Query(
+            status=status, reason=reason, rule=rule, field=field, lab=lab, grant_code=grant_code, task_id=task_id
+        )
+        filename, chunks = await service.export_csv(ledger.db, ledger.policies, principal, query)
+        return Stream(
+            chunks,
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
+
+    @post("/bulk", summary="Dismiss or requeue many items (ids or a filter); per-item results", status_code=200)
+    async def bulk(self, data: service.BulkBody, ledger: AppState, principal: Principal) -> service.BulkResult:
+        return await service.bulk(ledger.db, ledger.settings, ledger.policies, principal, data)
+
+    @get("/{item_id:str}", summary="One item: original cells, broken rules, source import, history")
+    async def show(self, item_id: str, ledger: AppState, principal: Principal) -> service.ItemDetail:
+        return await service.get_item(ledger.db, ledger.policies, principal, item_id)
+
+    @post("/{item_id:str}/resubmit", summary="Correct the row and commit it to the ledger", status_code=200)
+    async def resubmit(
+        self, item_id: str, data: service.ResubmitBody, ledger: AppState, principal: Principal
+    ) -> service.ItemResult:
+        return await service.resubmit(ledger.db, ledger.settings, ledger.policies, principal, item_id, data)
+
+    @post("/{item_id:str}/dismiss", summary="Dismiss the row with a reason", status_code=200)
+    async def dismiss(
+        self, item_id: str, data: service.DismissBody, ledger: AppState, principal: Principal
+    ) -> service.ItemResult:
+        return await service.dismiss(ledger.db, ledger.settings, principal, item_id, data)
+
+
+class AccountingController(Controller):
+    path = "/imports"
+    tags = ["imports"]
+
+    @get("/{task_id:str}/accounting", summary="Every row of the manifest by final disposition")
+    async def accounting(self, task_id: str, ledger: AppState, principal: Principal) -> service.Accounting:
+        return await service.accounting(ledger.db, principal, task_id)

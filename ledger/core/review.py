@@ -1,0 +1,178 @@
+"""Review entries (ledger format v1, docs/ledger-format.md §4.4): every decision on a
+quarantined row, as a canonical record in a batch of kind ``review``.
+
+Pure: the shell decides what happened; this module only says which combinations are a valid
+review and produces (or parses back) their bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import msgspec
+
+from ledger.core.canonical import encode
+from ledger.core.errors import RecordError
+from ledger.core.records import FORMAT_VERSION
+
+__all__ = [
+    "ACTIONS",
+    "REASONS",
+    "STATUSES",
+    "Actor",
+    "Correction",
+    "ItemRef",
+    "PolicyRef",
+    "Review",
+    "parse_review",
+    "review_record",
+]
+
+STATUSES = frozenset({"open", "resolved", "dismissed"})
+REASONS = frozenset({"schema_violation", "duplicate_key_in_manifest", "conflict", "transient_failure"})
+ACTIONS = frozenset({"resubmit", "requeue", "dismiss", "conflict", "failed"})
+CORRECTION_OUTCOMES = frozenset({"committed", "duplicate", "conflict", "failed"})
+
+# What each action leaves behind: the item's status, and which correction outcomes it may carry
+# (None: no correction at all).
+_RULES: dict[str, tuple[str, frozenset[str] | None]] = {
+    "resubmit": ("resolved", frozenset({"committed", "duplicate"})),
+    "requeue": ("resolved", frozenset({"committed", "duplicate"})),
+    "dismiss": ("dismissed", None),
+    "conflict": ("open", frozenset({"conflict"})),
+    "failed": ("open", frozenset({"failed"})),
+}
+
+
+class ItemRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    task_id: str
+    row: int
+
+
+class Actor(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    token_id: str
+    role: str
+    label: str | None
+
+
+class PolicyRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+    version: str
+    sha256: str
+
+
+class Correction(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    outcome: str
+    record_hash: str
+    # The key's latest record hash in the ledger when the action was decided (None: new key,
+    # or unknown because the attempt failed before reading it).
+    ledger_hash: str | None
+
+
+class Review(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    v: int
+    type: str
+    item: ItemRef
+    action: str
+    status: str
+    reason: str
+    actor: Actor
+    at: str
+    note: str | None
+    values: dict[str, str] | None
+    policy: PolicyRef | None
+    correction: Correction | None
+    error: str | None
+
+
+def _is_hex64(value: str | None) -> bool:
+    return value is not None and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def check_review(review: Review) -> None:
+    """Raise RecordError unless ``review`` is a well-formed v1 review entry."""
+    if review.type != "review" or review.v != FORMAT_VERSION:
+        raise RecordError(f"not a v{FORMAT_VERSION} review (type {review.type!r}, v {review.v})")
+    rule = _RULES.get(review.action)
+    if rule is None:
+        raise RecordError(f"unknown review action {review.action!r}")
+    status, outcomes = rule
+    if review.status != status:
+        raise RecordError(f"a {review.action} leaves the item {status}, not {review.status!r}")
+    if review.reason not in REASONS:
+        raise RecordError(f"unknown quarantine reason {review.reason!r}")
+    if review.action == "conflict" and review.reason != "conflict":
+        raise RecordError("a conflict entry has reason conflict")
+    if review.action == "failed" and review.reason != "transient_failure":
+        raise RecordError("a failed entry has reason transient_failure")
+    if review.item.row < 1:
+        raise RecordError("item rows count from 1")
+    if outcomes is None:
+        if review.correction is not None or review.values is not None or review.policy is not None:
+            raise RecordError("a dismissal carries no correction, values or policy")
+        if not (review.note or "").strip():
+            raise RecordError("a dismissal needs a non-empty note (the reason)")
+    else:
+        c = review.correction
+        if c is None or c.outcome not in outcomes:
+            raise RecordError(f"a {review.action} carries a correction with outcome in {sorted(outcomes)}")
+        if not _is_hex64(c.record_hash) or (c.ledger_hash is not None and not _is_hex64(c.ledger_hash)):
+            raise RecordError("record hashes are 64 lowercase hex characters")
+        if c.outcome == "duplicate" and c.ledger_hash != c.record_hash:
+            raise RecordError("a duplicate correction equals the ledger's latest revision")
+        if c.outcome == "conflict" and (c.ledger_hash is None or c.ledger_hash == c.record_hash):
+            raise RecordError("a conflict names the different, later revision in the ledger")
+        if review.values is None or review.policy is None:
+            raise RecordError(f"a {review.action} records the corrected values and the policy used")
+    if (review.error is not None) != (review.action == "failed"):
+        raise RecordError("an error code is recorded for failed entries only")
+
+
+def review_record(
+    *,
+    task_id: str,
+    row: int,
+    action: str,
+    status: str,
+    reason: str,
+    actor: Actor,
+    at: str,
+    note: str | None,
+    values: Mapping[str, str] | None = None,
+    policy: PolicyRef | None = None,
+    correction: Correction | None = None,
+    error: str | None = None,
+) -> bytes:
+    """The canonical bytes of one review entry; every member is always present (null if unused)."""
+    review = Review(
+        v=FORMAT_VERSION,
+        type="review",
+        item=ItemRef(task_id=task_id, row=row),
+        action=action,
+        status=status,
+        reason=reason,
+        actor=actor,
+        at=at,
+        note=note,
+        values=None if values is None else dict(values),
+        policy=policy,
+        correction=correction,
+        error=error,
+    )
+    check_review(review)
+    return encode(msgspec.to_builtins(review))
+
+
+_decoder = msgspec.json.Decoder(Review)
+
+
+def parse_review(data: bytes) -> Review:
+    """Decode and check a stored review entry; the bytes must be exactly the canonical ones."""
+    try:
+        review = _decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise RecordError(f"not a review: {exc}") from exc
+    check_review(review)
+    if encode(msgspec.to_builtins(review)) != data:
+        raise RecordError("review bytes are not canonical")
+    return review

@@ -1,0 +1,224 @@
+"""The ledger tree over batch headers, and the signed checkpoints of it.
+
+``chain.append_batches`` records each new batch's tree leaf (``record_tree_leaves``) and
+``chain.advance_head`` signs a checkpoint of the new head inside the committing transaction,
+under the head lock (``after_advance``), with the process's signer (``configure``). The API
+and the worker configure it at start; a process without one (a migration, a script) still
+records tree leaves, and the next commit or an on-demand checkpoint covers its batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from ledger.core import records
+from ledger.core.bundle import CompactRange
+from ledger.core.checkpoint import Checkpoint, sign_checkpoint
+from ledger.core.note import Signer
+from ledger.core.proofs import tree_leaf
+from ledger.db.pool import Conn, Executor
+
+__all__ = [
+    "StoredCheckpoint",
+    "after_advance",
+    "checkpoint_at",
+    "configure",
+    "current_signer",
+    "header_of",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "record_tree_leaves",
+    "register_key",
+    "sign_head",
+    "tree_leaves",
+]
+
+
+class StoredCheckpoint(msgspec.Struct, frozen=True):
+    id: int
+    tree_size: int
+    root_hash: str
+    origin: str
+    key_name: str
+    key_id: str
+    note: str
+    created_at: datetime
+
+
+class _Config:
+    signer: Signer | None = None
+    origin: str = ""
+
+
+def configure(signer: Signer | None, origin: str = "") -> None:
+    """Set (or clear) the key this process signs checkpoints with."""
+    _Config.signer = signer
+    _Config.origin = origin or (signer.name if signer else "")
+
+
+def current_signer() -> tuple[Signer, str] | None:
+    return None if _Config.signer is None else (_Config.signer, _Config.origin)
+
+
+async def record_tree_leaves(conn: Conn, headers: Sequence[records.BatchHeader]) -> None:
+    if headers:
+        await conn.executemany(
+            "INSERT INTO batch_tree (seq, leaf_hash) VALUES ($1, $2)",
+            [(h.seq, tree_leaf(h)) for h in headers],
+        )
+
+
+async def after_advance(conn: Conn) -> None:
+    """Called under the head lock once a writer has moved the head."""
+    if _Config.signer is not None:
+        await sign_head(conn, _Config.signer, _Config.origin, locked=True)
+
+
+async def register_key(conn: Executor, signer: Signer) -> None:
+    v = signer.verifier
+    await conn.execute(
+        """
+        INSERT INTO signing_keys (name, key_id, public_key, verifier_key) VALUES ($1, $2, $3, $4)
+        ON CONFLICT DO NOTHING
+        """,
+        v.name,
+        v.key_id.hex(),
+        v.public_key,
+        v.encode(),
+    )
+
+
+_CHECKPOINT_COLUMNS = "id, tree_size, root_hash, origin, key_name, key_id, note, created_at"
+
+
+def _checkpoint(row: Any) -> StoredCheckpoint:
+    return StoredCheckpoint(
+        id=row["id"],
+        tree_size=row["tree_size"],
+        root_hash=bytes(row["root_hash"]).hex(),
+        origin=row["origin"],
+        key_name=row["key_name"],
+        key_id=row["key_id"],
+        note=row["note"],
+        created_at=row["created_at"],
+    )
+
+
+def header_of(row: Any) -> records.BatchHeader:
+    return records.BatchHeader(
+        seq=row["seq"],
+        kind=row["kind"],
+        batch_hash=bytes(row["batch_hash"]).hex(),
+        records=row["records"],
+        manifest_sha256=row["manifest_sha256"],
+        policy_sha256=row["policy_sha256"],
+        committed_at=records.format_time(row["committed_at"]),
+    )
+
+
+HEADER_COLUMNS = "seq, kind, batch_hash, records, manifest_sha256, policy_sha256, committed_at"
+
+
+async def _catch_up(conn: Conn, head_seq: int) -> None:
+    """Tree leaves for batches some writer appended without recording them."""
+    last = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM batch_tree")
+    if last >= head_seq:
+        return
+    rows = await conn.fetch(
+        f"SELECT {HEADER_COLUMNS} FROM ledger_batches WHERE seq > $1 AND seq <= $2 ORDER BY seq", last, head_seq
+    )
+    await record_tree_leaves(conn, [header_of(r) for r in rows])
+
+
+async def tree_leaves(conn: Executor, size: int) -> list[bytes]:
+    rows = await conn.fetch("SELECT leaf_hash FROM batch_tree WHERE seq <= $1 ORDER BY seq", size)
+    return [bytes(r[0]) for r in rows]
+
+
+async def sign_head(conn: Conn, signer: Signer, origin: str, *, locked: bool = False) -> StoredCheckpoint:
+    """A checkpoint of the current head signed by ``signer``; the latest one when it already
+    states this head with this key (re-asking changes nothing)."""
+    async with conn.transaction():
+        if locked:
+            head_seq = await conn.fetchval("SELECT seq FROM ledger_head WHERE id = 1")
+        else:
+            # Serialise with writers: the tree must not grow while we read it.
+            head_seq = await conn.fetchval("SELECT seq FROM ledger_head WHERE id = 1 FOR UPDATE")
+        await _catch_up(conn, head_seq)
+        latest = await latest_checkpoint(conn)
+        key_id = signer.key_id.hex()
+        if (
+            latest is not None
+            and latest.tree_size == head_seq
+            and latest.key_id == key_id
+            and latest.key_name == signer.name
+            and latest.origin == origin
+        ):
+            return latest
+        tree = await _tree_at(conn, head_seq)
+        tree_root = tree.root()
+        note = sign_checkpoint(Checkpoint(origin=origin, size=head_seq, root=tree_root), signer)
+        await register_key(conn, signer)
+        row = await conn.fetchrow(
+            f"""
+            INSERT INTO checkpoints (tree_size, root_hash, origin, key_name, key_id, note, tree_state)
+            VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {_CHECKPOINT_COLUMNS}
+            """,
+            head_seq,
+            tree_root,
+            origin,
+            signer.name,
+            key_id,
+            note,
+            b"".join(tree.nodes),
+        )
+        return _checkpoint(row)
+
+
+async def _tree_at(conn: Conn, size: int) -> CompactRange:
+    """The tree of ``size`` leaves: the latest checkpoint's compact range extended with the
+    leaves added since (one leaf per batch), so a commit's checkpoint costs O(its batches)."""
+    row = await conn.fetchrow(
+        "SELECT tree_size, tree_state FROM checkpoints WHERE tree_size <= $1 ORDER BY tree_size DESC, id DESC LIMIT 1",
+        size,
+    )
+    tree = CompactRange()
+    if row is not None:
+        state = bytes(row["tree_state"])
+        tree = CompactRange(row["tree_size"], [state[i : i + 32] for i in range(0, len(state), 32)])
+    for leaf_row in await conn.fetch(
+        "SELECT leaf_hash FROM batch_tree WHERE seq > $1 AND seq <= $2 ORDER BY seq", tree.size, size
+    ):
+        tree.append(bytes(leaf_row[0]))
+    return tree
+
+
+async def latest_checkpoint(conn: Executor) -> StoredCheckpoint | None:
+    row = await conn.fetchrow(f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints ORDER BY id DESC LIMIT 1")
+    return None if row is None else _checkpoint(row)
+
+
+async def checkpoint_at(conn: Executor, size: int) -> StoredCheckpoint | None:
+    """The latest checkpoint issued for tree size ``size``."""
+    row = await conn.fetchrow(
+        f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints WHERE tree_size = $1 ORDER BY id DESC LIMIT 1", size
+    )
+    return None if row is None else _checkpoint(row)
+
+
+async def list_checkpoints(conn: Executor, size_from: int, size_to: int | None, limit: int) -> list[StoredCheckpoint]:
+    rows = await conn.fetch(
+        f"""
+        SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints
+        WHERE tree_size >= $1 AND ($2::bigint IS NULL OR tree_size <= $2)
+        ORDER BY tree_size, id LIMIT $3
+        """,
+        size_from,
+        size_to,
+        limit,
+    )
+    return [_checkpoint(r) for r in rows]
