@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ledger.services import quarantine as quarantine_service
+from ledger.services.quarantine import decisions as quarantine_service
 from tests.api.helpers import Api, manifest
 
 ROOT = Path(__file__).resolve().parents[2]

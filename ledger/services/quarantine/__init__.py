@@ -1,0 +1,82 @@
+"""Quarantine review: the queue, corrections, dismissals and bulk actions, all on the ledger.
+
+Every decision is a review entry (ledger/core/review.py) linked onto the chain under the head
+lock; an item's status is derived from its latest entry and never updated in place. The head
+lock also makes decisions on one item mutually exclusive: the state is re-read under it, so of
+two officers acting at once exactly one wins and the other gets 409 with the current state.
+
+Reasons (docs/ledger-format.md §4.4):
+- ``schema_violation`` / ``duplicate_key_in_manifest``: what the import found.
+- ``conflict``: a correction whose key was revised in the ledger after the row was quarantined,
+  to different content. It is refused (409) unless the officer passes ``"supersede": true``;
+  the refusal is recorded, so the queue shows the item as a conflict.
+- ``transient_failure``: a correction that was valid but could not be committed because the
+  database failed transiently (lock timeout, serialisation failure, deadlock, lost
+  connection). The attempt, with its values, is recorded; ``requeue`` retries it.
+
+Modules: ``schemas`` (what callers send and get), ``reading`` (ids, filters, the queue, one item,
+accounting, export), ``corrections`` (validating a correction), ``linking`` (deciding under the
+head lock and linking entries onto the chain), ``decisions`` (resubmit, dismiss, bulk).
+The tunables live where they are read (``decisions.BULK_ITEMS_MAX``,
+``decisions.CORRECTION_LOCK_TIMEOUT_MS``); the names re-exported here are copies.
+"""
+
+from __future__ import annotations
+
+from ledger.services.quarantine.decisions import ACTORS, BULK_ITEMS_MAX, bulk, dismiss, resubmit
+from ledger.services.quarantine.reading import (
+    PAGE_LIMIT_MAX,
+    accounting,
+    export_csv,
+    get_item,
+    item_id,
+    list_items,
+    parse_item_id,
+)
+from ledger.services.quarantine.schemas import (
+    Accounting,
+    BulkBody,
+    BulkFilter,
+    BulkResult,
+    DismissBody,
+    EntryRef,
+    Facets,
+    HistoryEntry,
+    ImportRef,
+    ItemDetail,
+    ItemResult,
+    ItemSummary,
+    Page,
+    Query,
+    ResubmitBody,
+)
+
+__all__ = [
+    "ACTORS",
+    "BULK_ITEMS_MAX",
+    "PAGE_LIMIT_MAX",
+    "Accounting",
+    "BulkBody",
+    "BulkFilter",
+    "BulkResult",
+    "DismissBody",
+    "EntryRef",
+    "Facets",
+    "HistoryEntry",
+    "ImportRef",
+    "ItemDetail",
+    "ItemResult",
+    "ItemSummary",
+    "Page",
+    "Query",
+    "ResubmitBody",
+    "accounting",
+    "bulk",
+    "dismiss",
+    "export_csv",
+    "get_item",
+    "item_id",
+    "list_items",
+    "parse_item_id",
+    "resubmit",
+]
