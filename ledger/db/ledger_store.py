@@ -181,6 +181,7 @@ SELECT count(*) AS total,
 FROM import_rows WHERE import_id = $1
 """
 
+
 async def finalize_import(conn: Conn, ctx: ImportContext, *, batch_rows_max: int) -> FinalizeResult:
     """Classify, commit and account for every staged row of one import, atomically.
 
@@ -223,9 +224,7 @@ async def finalize_import(conn: Conn, ctx: ImportContext, *, batch_rows_max: int
             head = await chain.append_batches(conn, head, [_batch("assets", r, n, ctx) for r, n in asset_roots], now)
             batches = [(first_seq + i, r) for i, (r, _) in enumerate(asset_roots)]
             if asset_roots:
-                await conn.execute(
-                    _INSERT_ENTRIES_AND_ASSETS, ctx.import_id, first_seq, batch_rows_max, ctx.lab, now
-                )
+                await conn.execute(_INSERT_ENTRIES_AND_ASSETS, ctx.import_id, first_seq, batch_rows_max, ctx.lab, now)
                 steps.done("entries_assets")
             outcomes_root = await _outcomes_root(conn, ctx.import_id)
             steps.done("outcomes_root")
