@@ -6,6 +6,8 @@ import base64
 
 import msgspec
 from litestar import Controller, get
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery
 
 from ledger.api.state import AppState
 from ledger.db.assets import AssetFilter, AssetRow, HistoryRow, asset_history, list_assets
@@ -44,14 +46,14 @@ class AssetsController(Controller):
     @get("/", summary="Latest revision per (asset_id, grant_code)")
     async def list(
         self,
-        ledger: AppState,
-        principal: Principal,
-        grant_code: str | None = None,
-        category: str | None = None,
-        location: str | None = None,
-        lab: str | None = None,
-        limit: int = 100,
-        cursor: str | None = None,
+        ledger: NamedDependency[AppState],
+        principal: NamedDependency[Principal],
+        grant_code: FromQuery[str | None] = None,
+        category: FromQuery[str | None] = None,
+        location: FromQuery[str | None] = None,
+        lab: FromQuery[str | None] = None,
+        limit: FromQuery[int] = 100,
+        cursor: FromQuery[str | None] = None,
     ) -> AssetsPage:
         require_role(principal, READERS)
         if not 1 <= limit <= 1000:
@@ -71,7 +73,11 @@ class AssetsController(Controller):
 
     @get("/{asset_id:str}/history", summary="Every revision of an asset, with batch and leaf hash")
     async def history(
-        self, asset_id: str, ledger: AppState, principal: Principal, grant_code: str | None = None
+        self,
+        asset_id: FromPath[str],
+        ledger: NamedDependency[AppState],
+        principal: NamedDependency[Principal],
+        grant_code: FromQuery[str | None] = None,
     ) -> AssetHistory:
         require_role(principal, READERS)
         rows = await asset_history(ledger.db, asset_id.upper(), grant_code.upper() if grant_code else None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Response, get
+from litestar.di import NamedDependency
 
 from ledger.api.state import AppState
 from ledger.db.migrate import head_revision
@@ -21,7 +22,7 @@ class HealthController(Controller):
         return {"status": "ok"}
 
     @get("/ready", summary="The database answers and its schema is at the latest migration")
-    async def ready(self, ledger: AppState) -> Response[dict[str, Any]]:
+    async def ready(self, ledger: NamedDependency[AppState]) -> Response[dict[str, Any]]:
         expected = head_revision()
         try:
             current = await ledger.db.fetchval("SELECT version_num FROM alembic_version")

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, HeaderParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage, Stream
 
 from ledger.api.state import AppState
@@ -30,9 +31,9 @@ class ImportsController(Controller):
     async def submit(
         self,
         request: Request[Any, Any, Any],
-        ledger: AppState,
-        principal: Principal,
-        idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key")] = None,
+        ledger: NamedDependency[AppState],
+        principal: NamedDependency[Principal],
+        idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key")] = None,
     ) -> Response[dict[str, Any]]:
         created, body = await service.submit(
             ledger.db,
@@ -46,25 +47,29 @@ class ImportsController(Controller):
         return Response(body, status_code=202 if created else 200)
 
     @get("/{task_id:str}", summary="Status, counts and batches of one import")
-    async def status(self, task_id: str, ledger: AppState, principal: Principal) -> service.ImportStatus:
+    async def status(
+        self, task_id: FromPath[str], ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
+    ) -> service.ImportStatus:
         require_role(principal, READERS)
         return await service.get_status(ledger.db, principal, task_id)
 
     @get("/{task_id:str}/rows", summary="The outcome of every row, paginated")
     async def rows(
         self,
-        task_id: str,
-        ledger: AppState,
-        principal: Principal,
-        outcome: str | None = None,
-        limit: int = 100,
-        cursor: str | None = None,
+        task_id: FromPath[str],
+        ledger: NamedDependency[AppState],
+        principal: NamedDependency[Principal],
+        outcome: FromQuery[str | None] = None,
+        limit: FromQuery[int] = 100,
+        cursor: FromQuery[str | None] = None,
     ) -> service.RowsPage:
         require_role(principal, READERS)
         return await service.list_rows(ledger.db, principal, task_id, outcome=outcome, limit=limit, cursor=cursor)
 
     @get("/{task_id:str}/errors", summary="CSV of every broken rule of every quarantined row")
-    async def errors(self, task_id: str, ledger: AppState, principal: Principal) -> Stream:
+    async def errors(
+        self, task_id: FromPath[str], ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
+    ) -> Stream:
         require_role(principal, READERS)
         filename, chunks = await service.error_report(ledger.db, principal, task_id)
         return Stream(
@@ -74,11 +79,15 @@ class ImportsController(Controller):
         )
 
     @delete("/{task_id:str}", summary="Cancel a queued or running import", status_code=200)
-    async def cancel(self, task_id: str, ledger: AppState, principal: Principal) -> service.ImportStatus:
+    async def cancel(
+        self, task_id: FromPath[str], ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
+    ) -> service.ImportStatus:
         return await service.cancel(ledger.db, principal, task_id)
 
     @get("/{task_id:str}/events", summary="Server-Sent Events: progress at least once a second, then the outcome")
-    async def events(self, task_id: str, ledger: AppState, principal: Principal) -> ServerSentEvent:
+    async def events(
+        self, task_id: FromPath[str], ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
+    ) -> ServerSentEvent:
         require_role(principal, READERS)
         stream = await service.events(ledger.db, principal, task_id)
 

@@ -6,6 +6,8 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, get
+from litestar.di import NamedDependency
+from litestar.params import FromPath
 
 from ledger.api.state import AppState
 from ledger.errors import NotFound
@@ -35,12 +37,16 @@ class PoliciesController(Controller):
     tags = ["policies"]
 
     @get("/", summary="Every policy, with its version and SHA-256")
-    async def list(self, ledger: AppState, principal: Principal) -> list[PolicySummary]:
+    async def list(
+        self, ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
+    ) -> list[PolicySummary]:
         require_role(principal, READERS)
         return [PolicySummary(p.name, p.version, p.sha256, p.title) for p in ledger.policies.all()]
 
     @get("/{name:str}", summary="One policy's full descriptor")
-    async def get(self, name: str, ledger: AppState, principal: Principal) -> PolicyDetail:
+    async def get(
+        self, name: FromPath[str], ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
+    ) -> PolicyDetail:
         require_role(principal, READERS)
         try:
             p = ledger.policies.get(name)

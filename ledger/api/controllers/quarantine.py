@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from litestar import Controller, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import Stream
 
 from ledger.api.state import AppState
@@ -19,17 +21,17 @@ class QuarantineController(Controller):
     @get("/", summary="Quarantined rows, newest first, with facets per rule and field")
     async def list(
         self,
-        ledger: AppState,
-        principal: Principal,
-        status: str | None = None,
-        reason: str | None = None,
-        rule: str | None = None,
-        field: str | None = None,
-        lab: str | None = None,
-        grant_code: str | None = None,
-        task_id: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
+        ledger: NamedDependency[AppState],
+        principal: NamedDependency[Principal],
+        status: FromQuery[str | None] = None,
+        reason: FromQuery[str | None] = None,
+        rule: FromQuery[str | None] = None,
+        field: FromQuery[str | None] = None,
+        lab: FromQuery[str | None] = None,
+        grant_code: FromQuery[str | None] = None,
+        task_id: FromQuery[str | None] = None,
+        limit: FromQuery[int] = 50,
+        cursor: FromQuery[str | None] = None,
     ) -> service.Page:
         query = service.Query(
             status=status, reason=reason, rule=rule, field=field, lab=lab, grant_code=grant_code, task_id=task_id
@@ -39,15 +41,15 @@ class QuarantineController(Controller):
     @get("/export.csv", summary="The filtered queue as CSV, formula cells neutralised")
     async def export(
         self,
-        ledger: AppState,
-        principal: Principal,
-        status: str | None = None,
-        reason: str | None = None,
-        rule: str | None = None,
-        field: str | None = None,
-        lab: str | None = None,
-        grant_code: str | None = None,
-        task_id: str | None = None,
+        ledger: NamedDependency[AppState],
+        principal: NamedDependency[Principal],
+        status: FromQuery[str | None] = None,
+        reason: FromQuery[str | None] = None,
+        rule: FromQuery[str | None] = None,
+        field: FromQuery[str | None] = None,
+        lab: FromQuery[str | None] = None,
+        grant_code: FromQuery[str | None] = None,
+        task_id: FromQuery[str | None] = None,
     ) -> Stream:
         query = service.Query(
             status=status, reason=reason, rule=rule, field=field, lab=lab, grant_code=grant_code, task_id=task_id
@@ -60,22 +62,34 @@ class QuarantineController(Controller):
         )
 
     @post("/bulk", summary="Dismiss or requeue many items (ids or a filter); per-item results", status_code=200)
-    async def bulk(self, data: service.BulkBody, ledger: AppState, principal: Principal) -> service.BulkResult:
+    async def bulk(
+        self, data: JSONBody[service.BulkBody], ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
+    ) -> service.BulkResult:
         return await service.bulk(ledger.db, ledger.settings, ledger.policies, principal, data)
 
     @get("/{item_id:str}", summary="One item: original cells, broken rules, source import, history")
-    async def show(self, item_id: str, ledger: AppState, principal: Principal) -> service.ItemDetail:
+    async def show(
+        self, item_id: FromPath[str], ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
+    ) -> service.ItemDetail:
         return await service.get_item(ledger.db, ledger.policies, principal, item_id)
 
     @post("/{item_id:str}/resubmit", summary="Correct the row and commit it to the ledger", status_code=200)
     async def resubmit(
-        self, item_id: str, data: service.ResubmitBody, ledger: AppState, principal: Principal
+        self,
+        item_id: FromPath[str],
+        data: JSONBody[service.ResubmitBody],
+        ledger: NamedDependency[AppState],
+        principal: NamedDependency[Principal],
     ) -> service.ItemResult:
         return await service.resubmit(ledger.db, ledger.settings, ledger.policies, principal, item_id, data)
 
     @post("/{item_id:str}/dismiss", summary="Dismiss the row with a reason", status_code=200)
     async def dismiss(
-        self, item_id: str, data: service.DismissBody, ledger: AppState, principal: Principal
+        self,
+        item_id: FromPath[str],
+        data: JSONBody[service.DismissBody],
+        ledger: NamedDependency[AppState],
+        principal: NamedDependency[Principal],
     ) -> service.ItemResult:
         return await service.dismiss(ledger.db, ledger.settings, principal, item_id, data)
 
@@ -85,5 +99,7 @@ class AccountingController(Controller):
     tags = ["imports"]
 
     @get("/{task_id:str}/accounting", summary="Every row of the manifest by final disposition")
-    async def accounting(self, task_id: str, ledger: AppState, principal: Principal) -> service.Accounting:
+    async def accounting(
+        self, task_id: FromPath[str], ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
+    ) -> service.Accounting:
         return await service.accounting(ledger.db, principal, task_id)

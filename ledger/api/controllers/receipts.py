@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from litestar import Controller, get
+from litestar.di import NamedDependency
+from litestar.params import FromPath
 
 from ledger.api.state import AppState
 from ledger.core.proofs import ReceiptProof
@@ -17,6 +19,8 @@ class ReceiptsController(Controller):
     tags = ["imports"]
 
     @get("/{task_id:str}/receipt", summary="The import's receipt with its inclusion in a signed checkpoint")
-    async def receipt(self, task_id: str, ledger: AppState, principal: Principal) -> ReceiptProof:
+    async def receipt(
+        self, task_id: FromPath[str], ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
+    ) -> ReceiptProof:
         require_role(principal, READERS)
         return await service.receipt_proof(ledger.db, principal, task_id)
