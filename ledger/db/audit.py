@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from ledger.core import records
-from ledger.core.verify import ChainVerifier, StoredBatch, StoredEntry, VerifyReport
+from ledger.core.verify import ChainVerifier, Failure, StoredBatch, StoredEntry, VerifyReport
 from ledger.db.ledger_store import outcome_bytes
 from ledger.db.pool import Conn, Executor
 from ledger.db.quarantine import index_leaves as quarantine_index_leaves
@@ -56,11 +56,39 @@ async def verify_ledger(conn: Conn, *, database_url: str | None = None, workers:
     into ranges verified by separate processes, all reading the same snapshot; the reports
     are joined in chain order, so the first failure is the same one a single pass finds.
     """
+    report: VerifyReport | None = None
     if workers > 1 and database_url is not None:
         total = await conn.fetchval("SELECT coalesce(sum(records), 0) FROM ledger_batches")
         if total >= PARALLEL_RECORDS_MIN:
-            return await _verify_parallel(conn, database_url, workers)
-    return await _verify_range(conn, ChainVerifier(), 1, None, None)
+            report = await _verify_parallel(conn, database_url, workers)
+    if report is None:
+        report = await _verify_range(conn, ChainVerifier(), 1, None, None)
+    return await _check_no_stray_entries(conn, report)
+
+
+async def _check_no_stray_entries(conn: Conn, report: VerifyReport) -> VerifyReport:
+    """Entries are read batch by batch along the chain, so one naming a batch the chain does
+    not have would never be read; no foreign key stops its insertion (they were dropped from
+    the bulk path), so look for it: one index range probe."""
+    if not report.ok:
+        return report
+    stray = await conn.fetchrow(
+        """
+        SELECT batch_seq, idx FROM ledger_entries WHERE batch_seq < 1 OR batch_seq > $1
+        ORDER BY batch_seq, idx LIMIT 1
+        """,
+        report.batches_checked,
+    )
+    if stray is None:
+        return report
+    failure = Failure(
+        stray["batch_seq"],
+        stray["idx"],
+        "entry_outside_chain",
+        f"an entry names batch {stray['batch_seq']}, which the chain "
+        f"(batches 1..{report.batches_checked}) does not have",
+    )
+    return msgspec.structs.replace(report, ok=False, first_failure=failure)
 
 
 async def _verify_range(

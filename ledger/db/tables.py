@@ -145,11 +145,19 @@ ledger_batches = Table(
 )
 Index("ledger_batches_import_idx", ledger_batches.c.import_id)
 
+# No per-row foreign keys on the bulk path (migration 0005): ledger_entries.batch_seq and
+# .import_id, import_rows.import_id and assets.entry_id were checked row by row, serially
+# under the head lock, against parents the writer had just made sure of: the batches are
+# appended earlier in the same transaction, the import row exists (it is locked first) and
+# no code deletes imports, entries or batches. Verification checks what they guarded: it
+# re-derives every entry of every chained batch from the hash chain (count, leaf hashes,
+# Merkle root), and every import's row outcomes from its receipt; assets is a projection of
+# the entries. What it does not read is a row naming a batch or import that does not exist.
 ledger_entries = Table(
     "ledger_entries",
     metadata,
     Column("id", BigInteger, primary_key=True, autoincrement=True),
-    Column("batch_seq", BigInteger, ForeignKey("ledger_batches.seq"), nullable=False),
+    Column("batch_seq", BigInteger, nullable=False),
     Column("idx", Integer, nullable=False),
     Column("kind", Text, nullable=False),
     # The canonical bytes are the source of truth; every other column is an index into them.
@@ -158,7 +166,7 @@ ledger_entries = Table(
     Column("asset_id", Text),
     Column("grant_code", Text),
     Column("revision", Integer),
-    Column("import_id", UUID(as_uuid=True), ForeignKey("imports.id")),
+    Column("import_id", UUID(as_uuid=True)),
     Column("row_no", BigInteger),
     UniqueConstraint("batch_seq", "idx", name="ledger_entries_batch_idx"),
 )
@@ -173,7 +181,7 @@ Index(
 import_rows = Table(
     "import_rows",
     metadata,
-    Column("import_id", UUID(as_uuid=True), ForeignKey("imports.id"), primary_key=True),
+    Column("import_id", UUID(as_uuid=True), primary_key=True),
     Column("row_no", BigInteger, primary_key=True, autoincrement=False),
     Column("outcome", Text, nullable=False),
     Column("asset_id", Text),
@@ -196,7 +204,7 @@ assets = Table(
     Column("category", Text),
     Column("location", Text),
     Column("revision", Integer, nullable=False),
-    Column("entry_id", BigInteger, ForeignKey("ledger_entries.id"), nullable=False),
+    Column("entry_id", BigInteger, nullable=False),
     Column("batch_seq", BigInteger, nullable=False),
     Column("leaf_hash", LargeBinary, nullable=False),
     Column("data", JSONB, nullable=False),

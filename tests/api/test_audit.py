@@ -85,6 +85,17 @@ async def test_consistently_rewritten_entry_is_still_found(api: Api, db: Any) ->
     assert (failure["batch_seq"], failure["entry"], failure["reason"]) == (3, 0, "entry_not_as_recorded")
 
 
+async def test_entry_outside_the_chain_is_reported(api: Api, db: Any) -> None:
+    """No foreign key stops an entry that names a batch the chain does not have; verification does."""
+    await api.run(CLEAN)
+    await db.execute(
+        "INSERT INTO ledger_entries (batch_seq, idx, kind, record, leaf_hash) "
+        "VALUES (99, 0, 'asset', '\\x7b7d', '\\x00')"
+    )
+    failure = await _failure(api)
+    assert (failure["batch_seq"], failure["entry"], failure["reason"]) == (99, 0, "entry_outside_chain")
+
+
 async def test_deleted_entry_is_reported(api: Api, db: Any) -> None:
     await api.run(CLEAN)
     await _tamper(db, "DELETE FROM ledger_entries WHERE batch_seq = 2 AND idx = 1")
