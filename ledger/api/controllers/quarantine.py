@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from litestar import Controller, get, post
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import Stream
 
@@ -14,47 +14,45 @@ from ledger.services.access import Principal
 __all__ = ["AccountingController", "QuarantineController"]
 
 
+def _filters(
+    status: FromQuery[str | None] = None,
+    reason: FromQuery[str | None] = None,
+    rule: FromQuery[str | None] = None,
+    field: FromQuery[str | None] = None,
+    lab: FromQuery[str | None] = None,
+    grant_code: FromQuery[str | None] = None,
+    task_id: FromQuery[str | None] = None,
+) -> service.Query:
+    """The filters the queue and its export share."""
+    return service.Query(
+        status=status, reason=reason, rule=rule, field=field, lab=lab, grant_code=grant_code, task_id=task_id
+    )
+
+
 class QuarantineController(Controller):
     path = "/quarantine"
     tags = ["quarantine"]
+    dependencies = {"filters": Provide(_filters, sync_to_thread=False)}
 
     @get("/", summary="Quarantined rows, newest first, with facets per rule and field")
     async def list(
         self,
         ledger: NamedDependency[AppState],
         principal: NamedDependency[Principal],
-        status: FromQuery[str | None] = None,
-        reason: FromQuery[str | None] = None,
-        rule: FromQuery[str | None] = None,
-        field: FromQuery[str | None] = None,
-        lab: FromQuery[str | None] = None,
-        grant_code: FromQuery[str | None] = None,
-        task_id: FromQuery[str | None] = None,
+        filters: NamedDependency[service.Query],
         limit: FromQuery[int] = 50,
         cursor: FromQuery[str | None] = None,
     ) -> service.Page:
-        query = service.Query(
-            status=status, reason=reason, rule=rule, field=field, lab=lab, grant_code=grant_code, task_id=task_id
-        )
-        return await service.list_items(ledger.db, ledger.policies, principal, query, limit=limit, cursor=cursor)
+        return await service.list_items(ledger.db, ledger.policies, principal, filters, limit=limit, cursor=cursor)
 
     @get("/export.csv", summary="The filtered queue as CSV, formula cells neutralised")
     async def export(
         self,
         ledger: NamedDependency[AppState],
         principal: NamedDependency[Principal],
-        status: FromQuery[str | None] = None,
-        reason: FromQuery[str | None] = None,
-        rule: FromQuery[str | None] = None,
-        field: FromQuery[str | None] = None,
-        lab: FromQuery[str | None] = None,
-        grant_code: FromQuery[str | None] = None,
-        task_id: FromQuery[str | None] = None,
+        filters: NamedDependency[service.Query],
     ) -> Stream:
-        query = service.Query(
-            status=status, reason=reason, rule=rule, field=field, lab=lab, grant_code=grant_code, task_id=task_id
-        )
-        filename, chunks = await service.export_csv(ledger.db, ledger.policies, principal, query)
+        filename, chunks = await service.export_csv(ledger.db, ledger.policies, principal, filters)
         return Stream(
             chunks,
             media_type="text/csv; charset=utf-8",
