@@ -18,7 +18,7 @@ import msgspec
 
 from ledger.ingest.errors import ManifestError
 from ledger.ingest.limits import field_bytes_max, row_cells_max
-from ledger.ingest.text_reader import CappedLines, TextSource
+from ledger.ingest.text_reader import CappedLines, TextSource, TextSourceReader
 
 __all__ = ["CsvManifestReader", "Record", "RecordError", "iter_chunks", "sniff_delimiter"]
 
@@ -37,7 +37,7 @@ class Record(msgspec.Struct, frozen=True):
     error: RecordError | None = None
 
 
-class CsvManifestReader:
+class CsvManifestReader(TextSourceReader):
     def __init__(self, path: Path, *, encoding: str | None = None, delimiter: str | None = None) -> None:
         self._source = TextSource(path, encoding)
         try:
@@ -66,25 +66,8 @@ class CsvManifestReader:
             raise
 
     @property
-    def bytes_read(self) -> int:
-        return self._source.bytes_read
-
-    @property
     def format(self) -> dict[str, Any]:
         return {"type": "csv", "encoding": self.encoding, "delimiter": self.delimiter}
-
-    @property
-    def warnings(self) -> list[dict[str, Any]]:
-        return self._source.warnings
-
-    def close(self) -> None:
-        self._source.close()
-
-    def __enter__(self) -> CsvManifestReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _next_nonblank(self) -> Record | None:
         while True:

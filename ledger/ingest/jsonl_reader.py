@@ -17,7 +17,7 @@ from typing import Any
 from ledger.ingest.csv_reader import Record, RecordError
 from ledger.ingest.errors import ManifestError
 from ledger.ingest.limits import field_bytes_max, row_cells_max
-from ledger.ingest.text_reader import CappedLines, TextSource
+from ledger.ingest.text_reader import CappedLines, TextSource, TextSourceReader
 
 __all__ = ["JsonlManifestReader"]
 
@@ -55,7 +55,7 @@ def _cell(key: str, value: Any) -> str:
     )
 
 
-class JsonlManifestReader:
+class JsonlManifestReader(TextSourceReader):
     def __init__(self, path: Path, *, encoding: str | None = None) -> None:
         self._source = TextSource(path, encoding)
         try:
@@ -84,25 +84,8 @@ class JsonlManifestReader:
             raise
 
     @property
-    def bytes_read(self) -> int:
-        return self._source.bytes_read
-
-    @property
     def format(self) -> dict[str, Any]:
         return {"type": "jsonl", "encoding": self._source.encoding}
-
-    @property
-    def warnings(self) -> list[dict[str, Any]]:
-        return self._source.warnings
-
-    def close(self) -> None:
-        self._source.close()
-
-    def __enter__(self) -> JsonlManifestReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _next_line(self) -> tuple[int, str] | None:
         for line in self._iter:

@@ -15,7 +15,7 @@ import codecs
 import io
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO, NamedTuple, Self
 
 from ledger.ingest.errors import ManifestError
 from ledger.ingest.limits import sniff_bytes
@@ -176,3 +176,26 @@ class TextSource:
             }
         )
         return _FALLBACK, 0
+
+
+class TextSourceReader:
+    """What every reader over a ``TextSource`` answers the same way: progress, warnings, closing."""
+
+    _source: TextSource
+
+    @property
+    def bytes_read(self) -> int:
+        return self._source.bytes_read
+
+    @property
+    def warnings(self) -> list[dict[str, Any]]:
+        return self._source.warnings
+
+    def close(self) -> None:
+        self._source.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
