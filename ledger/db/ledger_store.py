@@ -19,7 +19,7 @@ import msgspec
 from ledger.core import merkle, records
 from ledger.core.errors import LedgerError
 from ledger.core.hashing import leaf_hash
-from ledger.db import chain
+from ledger.db import chain, projection
 from ledger.db.pool import Conn
 
 __all__ = [
@@ -88,11 +88,11 @@ CREATE TEMP TABLE import_decisions (
 # One statement decides every valid row: a key seen with two contents in the manifest is a
 # conflict (all its rows quarantined); content equal to the ledger's latest revision is a
 # duplicate; otherwise the key's first row commits and later identical rows are duplicates.
-# One statement decides every valid row: a key seen with two contents in the manifest is a
-# conflict (all its rows quarantined); content equal to the ledger's latest revision is a
-# duplicate; otherwise the key's first row commits and later identical rows are duplicates.
-_DECIDE = """
-INSERT INTO import_decisions (row_no, asset_id, grant_code, leaf_hash, decision, revision, conflict_rows)
+# The latest revision is the projection's, or a newer one committed in a batch the projection
+# has not applied yet (ledger.db.projection). Committed rows are numbered in row order (ord):
+# that numbering places each entry in its batch.
+_DECIDE = f"""
+INSERT INTO import_decisions (row_no, asset_id, grant_code, leaf_hash, decision, revision, conflict_rows, ord)
 WITH valid AS (
     SELECT row_no, asset_id, grant_code, leaf_hash FROM import_staging
     WHERE import_id = $1 AND errors IS NULL
@@ -100,53 +100,43 @@ WITH valid AS (
     SELECT asset_id, grant_code, min(row_no) AS first_row, count(DISTINCT leaf_hash) AS variants,
            (array_agg(row_no ORDER BY row_no))[1:10] AS sample_rows
     FROM valid GROUP BY asset_id, grant_code
+), pending AS ({projection.PENDING_LATEST}
+), decided AS (
+    SELECT v.row_no, v.asset_id, v.grant_code, v.leaf_hash,
+           CASE WHEN k.variants > 1 THEN 'conflict'
+                WHEN l.leaf_hash = v.leaf_hash THEN 'duplicate'
+                WHEN v.row_no = k.first_row THEN 'commit'
+                ELSE 'duplicate' END AS decision,
+           CASE WHEN k.variants > 1 THEN NULL
+                WHEN l.leaf_hash = v.leaf_hash THEN l.revision
+                ELSE coalesce(l.revision, 0) + 1 END AS revision,
+           CASE WHEN k.variants > 1 THEN k.sample_rows END AS conflict_rows
+    FROM valid v
+    JOIN keys k USING (asset_id, grant_code)
+    LEFT JOIN assets a ON a.asset_id = v.asset_id AND a.grant_code = v.grant_code
+    LEFT JOIN pending p ON p.asset_id = v.asset_id AND p.grant_code = v.grant_code
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN p.revision > coalesce(a.revision, 0) THEN p.revision ELSE a.revision END AS revision,
+               CASE WHEN p.revision > coalesce(a.revision, 0) THEN p.leaf_hash ELSE a.leaf_hash END AS leaf_hash
+    ) l
 )
-SELECT v.row_no, v.asset_id, v.grant_code, v.leaf_hash,
-       CASE WHEN k.variants > 1 THEN 'conflict'
-            WHEN a.leaf_hash = v.leaf_hash THEN 'duplicate'
-            WHEN v.row_no = k.first_row THEN 'commit'
-            ELSE 'duplicate' END,
-       CASE WHEN k.variants > 1 THEN NULL
-            WHEN a.leaf_hash = v.leaf_hash THEN a.revision
-            ELSE coalesce(a.revision, 0) + 1 END,
-       CASE WHEN k.variants > 1 THEN k.sample_rows END
-FROM valid v
-JOIN keys k USING (asset_id, grant_code)
-LEFT JOIN assets a USING (asset_id, grant_code)
+SELECT row_no, asset_id, grant_code, leaf_hash, decision, revision, conflict_rows,
+       CASE WHEN decision = 'commit'
+            THEN row_number() OVER (PARTITION BY decision = 'commit' ORDER BY row_no) - 1 END
+FROM decided
 """
 
-_ORDER_COMMITS = """
-UPDATE import_decisions d SET ord = o.ord
-FROM (SELECT row_no, row_number() OVER (ORDER BY row_no) - 1 AS ord
-      FROM import_decisions WHERE decision = 'commit') o
-WHERE d.row_no = o.row_no
-"""
-
-# The entries of the committed rows and, in the same statement, the current-state rows
-# that point at them: the assets insert reads the entries' RETURNING output instead of
-# searching ledger_entries (which has no index on import_id) for them again.
-_INSERT_ENTRIES_AND_ASSETS = """
-WITH e AS (
-    INSERT INTO ledger_entries (batch_seq, idx, kind, record, leaf_hash, asset_id, grant_code,
-                                revision, import_id, row_no)
-    SELECT $2 + d.ord / $3, d.ord % $3, 'asset', s.record, s.leaf_hash, s.asset_id, s.grant_code,
-           d.revision, $1, s.row_no
-    FROM import_decisions d
-    JOIN import_staging s ON s.import_id = $1 AND s.row_no = d.row_no
-    WHERE d.decision = 'commit'
-    ORDER BY d.ord
-    RETURNING id, batch_seq, record, leaf_hash, asset_id, grant_code, revision
-)
-INSERT INTO assets (asset_id, grant_code, lab, category, location, revision, entry_id, batch_seq,
-                    leaf_hash, data, updated_at)
-SELECT e.asset_id, e.grant_code, $4, r.data ->> 'category', r.data ->> 'location', e.revision,
-       e.id, e.batch_seq, e.leaf_hash, r.data, $5
-FROM e
-CROSS JOIN LATERAL (SELECT (convert_from(e.record, 'UTF8')::jsonb) -> 'data' AS data) r
-ON CONFLICT (asset_id, grant_code) DO UPDATE SET
-    lab = EXCLUDED.lab, category = EXCLUDED.category, location = EXCLUDED.location,
-    revision = EXCLUDED.revision, entry_id = EXCLUDED.entry_id, batch_seq = EXCLUDED.batch_seq,
-    leaf_hash = EXCLUDED.leaf_hash, data = EXCLUDED.data, updated_at = EXCLUDED.updated_at
+# The entries of the committed rows. The current-state rows are applied after the commit
+# (ledger.db.projection), not here under the head lock.
+_INSERT_ENTRIES = """
+INSERT INTO ledger_entries (batch_seq, idx, kind, record, leaf_hash, asset_id, grant_code,
+                            revision, import_id, row_no)
+SELECT $2 + d.ord / $3, d.ord % $3, 'asset', s.record, s.leaf_hash, s.asset_id, s.grant_code,
+       d.revision, $1, s.row_no
+FROM import_decisions d
+JOIN import_staging s ON s.import_id = $1 AND s.row_no = d.row_no
+WHERE d.decision = 'commit'
+ORDER BY d.ord
 """
 
 _INSERT_ROWS = """
@@ -166,7 +156,7 @@ SELECT $1, s.row_no,
                                   'in rows %s', s.asset_id, s.grant_code,
                                   array_to_string(d.conflict_rows, ', '))))
        END,
-       CASE WHEN s.errors IS NOT NULL OR d.decision = 'conflict' THEN s.cells END
+       CASE WHEN s.errors IS NOT NULL OR d.decision = 'conflict' THEN convert_from(s.cells, 'UTF8')::jsonb END
 FROM import_staging s
 LEFT JOIN import_decisions d ON d.row_no = s.row_no
 WHERE s.import_id = $1
@@ -209,8 +199,6 @@ async def finalize_import(conn: Conn, ctx: ImportContext, *, batch_rows_max: int
         # Statistics for the joins that follow (a temp table has none until analysed).
         await conn.execute("ANALYZE import_decisions")
         steps.done("decide")
-        await conn.execute(_ORDER_COMMITS)
-        steps.done("order")
         await conn.execute(_INSERT_ROWS, ctx.import_id)
         steps.done("row_outcomes")
         counts = await conn.fetchrow(_COUNTS, ctx.import_id)
@@ -224,8 +212,8 @@ async def finalize_import(conn: Conn, ctx: ImportContext, *, batch_rows_max: int
             head = await chain.append_batches(conn, head, [_batch("assets", r, n, ctx) for r, n in asset_roots], now)
             batches = [(first_seq + i, r) for i, (r, _) in enumerate(asset_roots)]
             if asset_roots:
-                await conn.execute(_INSERT_ENTRIES_AND_ASSETS, ctx.import_id, first_seq, batch_rows_max, ctx.lab, now)
-                steps.done("entries_assets")
+                await conn.execute(_INSERT_ENTRIES, ctx.import_id, first_seq, batch_rows_max)
+                steps.done("entries")
             outcomes_root = await _outcomes_root(conn, ctx.import_id)
             steps.done("outcomes_root")
             receipt = records.receipt_record(

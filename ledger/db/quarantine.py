@@ -253,9 +253,14 @@ class AssetHead(msgspec.Struct, frozen=True):
 async def latest_assets(conn: Conn, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], AssetHead]:
     rows = await conn.fetch(
         """
-        SELECT a.asset_id, a.grant_code, a.revision, a.leaf_hash, a.batch_seq
+        SELECT k.asset_id, k.grant_code, a.revision, a.leaf_hash, a.batch_seq
         FROM unnest($1::text[], $2::text[]) k(asset_id, grant_code)
-        JOIN assets a ON a.asset_id = k.asset_id AND a.grant_code = k.grant_code
+        -- The ledger itself, not the projection, which may not have applied the latest commit.
+        CROSS JOIN LATERAL (
+            SELECT e.revision, e.leaf_hash, e.batch_seq FROM ledger_entries e
+            WHERE e.asset_id = k.asset_id AND e.grant_code = k.grant_code AND e.kind = 'asset'
+            ORDER BY e.revision DESC LIMIT 1
+        ) a
         """,
         [k[0] for k in keys],
         [k[1] for k in keys],
@@ -320,6 +325,7 @@ async def insert_corrections(conn: Conn, corrections: Sequence[NewCorrection], n
             lab = EXCLUDED.lab, category = EXCLUDED.category, location = EXCLUDED.location,
             revision = EXCLUDED.revision, entry_id = EXCLUDED.entry_id, batch_seq = EXCLUDED.batch_seq,
             leaf_hash = EXCLUDED.leaf_hash, data = EXCLUDED.data, updated_at = EXCLUDED.updated_at
+        WHERE assets.revision < EXCLUDED.revision
         """,
         [c.batch_seq for c in corrections],
         [c.idx for c in corrections],

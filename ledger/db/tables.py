@@ -33,6 +33,7 @@ __all__ = [
     "IMPORT_STATUSES",
     "ROLES",
     "assets",
+    "assets_projection",
     "batch_tree",
     "checkpoints",
     "import_rows",
@@ -194,7 +195,9 @@ import_rows = Table(
 )
 Index("import_rows_outcome_idx", import_rows.c.import_id, import_rows.c.outcome, import_rows.c.row_no)
 
-# Current state: the latest revision per key. A projection of ledger_entries, rebuilt at will.
+# Current state: the latest revision per key. A projection of ledger_entries, rebuilt at will,
+# applied after each commit by ledger.db.projection (never inside an import's final
+# transaction); a row only ever moves to a higher revision.
 assets = Table(
     "assets",
     metadata,
@@ -213,6 +216,16 @@ assets = Table(
 Index("assets_grant_idx", assets.c.grant_code)
 Index("assets_lab_idx", assets.c.lab, assets.c.asset_id, assets.c.grant_code)
 
+# How far the projection has applied the chain: every asset entry in a batch up to applied_seq
+# is reflected in assets. One row, locked by whoever applies the next batches.
+assets_projection = Table(
+    "assets_projection",
+    metadata,
+    Column("id", SmallInteger, primary_key=True, autoincrement=False),
+    Column("applied_seq", BigInteger, nullable=False),
+    CheckConstraint("id = 1", name="assets_projection_single_row"),
+)
+
 # Validated rows between the worker's COPY and the final transaction. UNLOGGED: it is
 # rebuilt from the spooled file if lost, so WAL for it would be wasted I/O.
 import_staging = Table(
@@ -225,7 +238,8 @@ import_staging = Table(
     Column("record", LargeBinary),
     Column("leaf_hash", LargeBinary),
     Column("errors", JSONB),
-    Column("cells", JSONB),
+    # The row's cells as JSON bytes, parsed into jsonb only if the row ends quarantined.
+    Column("cells", LargeBinary),
     prefixes=["UNLOGGED"],
 )
 Index("import_staging_import_idx", import_staging.c.import_id, import_staging.c.row_no)

@@ -121,13 +121,16 @@ def encode_copy(rows: Iterable[StagedRow]) -> bytes:
             else:
                 append(_LEN(len(blob)))
                 append(blob)
-        for doc in (errors, cells):
-            if doc is None:
-                append(_NULL)
-            else:
-                raw = _json(doc)
-                append(_LEN(len(raw) + 1))
-                append(_JSONB_VERSION)
-                append(raw)
+        if errors is None:
+            append(_NULL)
+        else:
+            raw = _json(errors)
+            append(_LEN(len(raw) + 1))
+            append(_JSONB_VERSION)
+            append(raw)
+        # bytea: PostgreSQL parses it into jsonb only for the rows that end quarantined.
+        raw = _json(cells)
+        append(_LEN(len(raw)))
+        append(raw)
     append(_COPY_TRAILER)
     return b"".join(parts)

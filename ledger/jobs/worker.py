@@ -14,7 +14,8 @@ from pgqueuer.qm import QueueManager
 from pgqueuer.queries import Queries
 
 from ledger.config import Settings
-from ledger.db.pool import connect, create_pool
+from ledger.db import projection
+from ledger.db.pool import Conn, connect, create_pool
 from ledger.ingest.pipeline import run_import
 from ledger.jobs.queue import IMPORT_ENTRYPOINT
 from ledger.logs import get_logger
@@ -54,7 +55,11 @@ class Worker:
             import_id = uuid.UUID(job.payload.decode())
             async with pool.acquire() as conn:
                 await run_import(conn, import_id, self.policies, self.settings)
+                await _project(conn)
 
+        async with pool.acquire() as conn:
+            # Whatever a worker that died after its commit did not get to.
+            await _project(conn)
         log.info("worker_started", stage="worker")
         heartbeat = timedelta(seconds=self.settings.job_heartbeat_timeout_seconds)
         try:
@@ -75,6 +80,15 @@ class Worker:
         self._stopping = True
         if self._qm is not None:
             self._qm.shutdown.set()
+
+
+async def _project(conn: Conn) -> None:
+    """Bring the current-state projection up to the head. A failure here loses nothing: the
+    watermark stays where it was and the next import, or the next worker start, goes on."""
+    try:
+        await projection.apply_pending(conn)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        log.exception("projection_failed", stage="projection")
 
 
 def run_worker(settings: Settings, database_url: str) -> None:

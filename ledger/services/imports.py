@@ -87,6 +87,9 @@ class ImportStatus(msgspec.Struct, frozen=True):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    # Whether GET /assets already shows what this import committed: the current-state
+    # projection is applied just after the commit. None until the import is done, and for dry runs.
+    assets_current: bool | None = None
 
 
 class RowsPage(msgspec.Struct, frozen=True):
@@ -273,6 +276,10 @@ async def get_status(pool: asyncpg.Pool[Any], principal: Principal, task_id: str
         "SELECT seq, kind, batch_hash, chain_hash, records FROM ledger_batches WHERE import_id = $1 ORDER BY seq",
         record.id,
     )
+    assets_current: bool | None = None
+    if record.status == "done" and not record.dry_run and batches:
+        applied = await pool.fetchval("SELECT applied_seq FROM assets_projection WHERE id = 1")
+        assets_current = applied is not None and applied >= batches[-1]["seq"]
     return ImportStatus(
         task_id=str(record.id),
         status=record.status,
@@ -303,6 +310,7 @@ async def get_status(pool: asyncpg.Pool[Any], principal: Principal, task_id: str
         created_at=record.created_at,
         started_at=record.started_at,
         finished_at=record.finished_at,
+        assets_current=assets_current,
     )
 
 

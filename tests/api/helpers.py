@@ -48,7 +48,10 @@ class Api:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             body: dict[str, Any] = (await self.get(f"/imports/{task_id}")).json()
-            if body["status"] in ("done", "failed", "cancelled"):
+            # A done import's rows reach GET /assets when the projection has applied them.
+            if body["status"] in ("failed", "cancelled") or (
+                body["status"] == "done" and body.get("assets_current") is not False
+            ):
                 return body
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError(f"import {task_id} still {body['status']} after {timeout}s")

@@ -1,0 +1,114 @@
+"""The current-state projection (``assets``), applied from the chain after each commit.
+
+An import's final transaction writes the ledger only. Applying its rows to ``assets`` there
+held the head lock for as long again, and every ``GET /assets`` index scan meanwhile walked
+the not-yet-visible rows. Here committed batches are applied in short transactions of about
+``rows_per_step`` records each, in chain order, and ``assets_projection.applied_seq`` records
+how far it got, in the same transaction as the rows: a crash loses no step and repeats none.
+
+The upsert only ever moves a key to a higher revision, so applying a batch twice, late, or
+after a correction wrote its own asset row (the review path does, in its transaction) leaves
+the same state. Readers that must know the latest revision of a key now (dedupe decisions,
+conflict checks) read the ledger past ``applied_seq`` as well (``PENDING_LATEST``).
+"""
+
+from __future__ import annotations
+
+import time
+
+from ledger.db.pool import Conn
+from ledger.logs import get_logger
+
+__all__ = ["PENDING_LATEST", "ProjectionState", "apply_pending", "projection_state"]
+
+log = get_logger("ledger.projection")
+
+# A CTE body: the latest revision of every key committed in a batch not yet projected.
+PENDING_LATEST = """
+SELECT DISTINCT ON (asset_id, grant_code) asset_id, grant_code, revision, leaf_hash, batch_seq
+FROM ledger_entries
+WHERE batch_seq > (SELECT applied_seq FROM assets_projection WHERE id = 1) AND kind = 'asset'
+ORDER BY asset_id, grant_code, revision DESC
+"""
+
+_APPLY = """
+WITH latest AS (
+    SELECT DISTINCT ON (asset_id, grant_code) id, batch_seq, asset_id, grant_code, revision, leaf_hash, record
+    FROM ledger_entries
+    WHERE batch_seq > $1 AND batch_seq <= $2 AND kind = 'asset'
+    ORDER BY asset_id, grant_code, revision DESC
+)
+INSERT INTO assets (asset_id, grant_code, lab, category, location, revision, entry_id, batch_seq,
+                    leaf_hash, data, updated_at)
+SELECT l.asset_id, l.grant_code, r.rec ->> 'lab', r.rec -> 'data' ->> 'category',
+       r.rec -> 'data' ->> 'location', l.revision, l.id, l.batch_seq, l.leaf_hash, r.rec -> 'data',
+       b.committed_at
+FROM latest l
+JOIN ledger_batches b ON b.seq = l.batch_seq
+CROSS JOIN LATERAL (SELECT convert_from(l.record, 'UTF8')::jsonb AS rec) r
+ON CONFLICT (asset_id, grant_code) DO UPDATE SET
+    lab = EXCLUDED.lab, category = EXCLUDED.category, location = EXCLUDED.location,
+    revision = EXCLUDED.revision, entry_id = EXCLUDED.entry_id, batch_seq = EXCLUDED.batch_seq,
+    leaf_hash = EXCLUDED.leaf_hash, data = EXCLUDED.data, updated_at = EXCLUDED.updated_at
+WHERE assets.revision < EXCLUDED.revision
+"""
+
+# Batches looked at per step; a step ends early once it holds rows_per_step records.
+_BATCHES_PER_STEP = 1000
+
+
+class ProjectionState:
+    __slots__ = ("applied_seq", "head_seq")
+
+    def __init__(self, applied_seq: int, head_seq: int) -> None:
+        self.applied_seq = applied_seq
+        self.head_seq = head_seq
+
+
+async def projection_state(conn: Conn) -> ProjectionState:
+    row = await conn.fetchrow(
+        "SELECT p.applied_seq, h.seq FROM assets_projection p, ledger_head h WHERE p.id = 1 AND h.id = 1"
+    )
+    assert row is not None, "assets_projection row missing: run migrations"
+    return ProjectionState(int(row[0]), int(row[1]))
+
+
+async def apply_pending(conn: Conn, *, rows_per_step: int = 10_000) -> int:
+    """Apply every committed batch past the watermark; returns how many batches it applied.
+
+    Several appliers may run at once (two workers after two commits): each step locks the
+    watermark, so they take turns step by step and none applies a batch the other did.
+    """
+    started = time.perf_counter()
+    applied_batches = 0
+    records = 0
+    while True:
+        async with conn.transaction():
+            applied = await conn.fetchval("SELECT applied_seq FROM assets_projection WHERE id = 1 FOR UPDATE")
+            assert applied is not None, "assets_projection row missing: run migrations"
+            batches = await conn.fetch(
+                "SELECT seq, records FROM ledger_batches WHERE seq > $1 ORDER BY seq LIMIT $2",
+                applied,
+                _BATCHES_PER_STEP,
+            )
+            if not batches:
+                break
+            upto, held = applied, 0
+            for batch in batches:
+                upto = int(batch["seq"])
+                held += int(batch["records"])
+                if held >= rows_per_step:
+                    break
+            await conn.execute(_APPLY, applied, upto)
+            await conn.execute("UPDATE assets_projection SET applied_seq = $1 WHERE id = 1", upto)
+            applied_batches += upto - int(applied)
+            records += held
+    if applied_batches:
+        log.info(
+            "assets_projected",
+            stage="projection",
+            batches=applied_batches,
+            records=records,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+    return applied_batches
