@@ -163,13 +163,21 @@ WHERE s.import_id = $1
 """
 
 
-_COUNTS = """
-SELECT count(*) AS total,
-       count(*) FILTER (WHERE outcome = 'committed') AS committed,
-       count(*) FILTER (WHERE outcome = 'duplicate') AS duplicate,
-       count(*) FILTER (WHERE outcome = 'quarantined') AS quarantined
-FROM import_rows WHERE import_id = $1
+# Every staged row in row order, with what the pass below needs of it: the record's leaf hash
+# of a valid row, and the errors and cells of a row that ends quarantined (conflicts included).
+_OUTCOME_PASS = """
+SELECT s.row_no, d.decision, s.leaf_hash,
+       s.errors,
+       CASE WHEN s.errors IS NOT NULL OR d.decision = 'conflict' THEN s.cells END
+FROM import_staging s
+LEFT JOIN import_decisions d ON d.row_no = s.row_no
+WHERE s.import_id = $1
+ORDER BY s.row_no
 """
+
+# The one error of a row quarantined for a key with two contents in the manifest, as
+# _INSERT_ROWS writes it (only field and rule are hashed).
+_CONFLICT_ERRORS = (("key", "duplicate_key_in_manifest"),)
 
 
 async def finalize_import(conn: Conn, ctx: ImportContext, *, batch_rows_max: int) -> FinalizeResult:
@@ -201,21 +209,20 @@ async def finalize_import(conn: Conn, ctx: ImportContext, *, batch_rows_max: int
         steps.done("decide")
         await conn.execute(_INSERT_ROWS, ctx.import_id)
         steps.done("row_outcomes")
-        counts = await conn.fetchrow(_COUNTS, ctx.import_id)
-        assert counts is not None
+        tally = await _outcome_pass(conn, ctx.import_id, batch_rows_max, hashes=head is not None)
+        counts = tally.counts
+        steps.done("outcome_pass")
         batches: list[tuple[int, bytes]] = []
         if head is not None:
             now = datetime.now(UTC)
             first_seq = head.seq + 1
-            asset_roots = await _batch_roots(conn, batch_rows_max)
-            steps.done("batch_roots")
+            asset_roots = tally.batch_roots
             head = await chain.append_batches(conn, head, [_batch("assets", r, n, ctx) for r, n in asset_roots], now)
             batches = [(first_seq + i, r) for i, (r, _) in enumerate(asset_roots)]
             if asset_roots:
                 await conn.execute(_INSERT_ENTRIES, ctx.import_id, first_seq, batch_rows_max)
                 steps.done("entries")
-            outcomes_root = await _outcomes_root(conn, ctx.import_id)
-            steps.done("outcomes_root")
+            outcomes_root = tally.outcomes_root
             receipt = records.receipt_record(
                 task_id=str(ctx.import_id),
                 lab=ctx.lab,
@@ -280,37 +287,56 @@ def _batch(kind: str, root: bytes, size: int, ctx: ImportContext) -> chain.NewBa
     )
 
 
-async def _batch_roots(conn: Conn, batch_rows_max: int) -> list[tuple[bytes, int]]:
-    """Merkle root and size of each batch of committed rows, in row order."""
+class _Tally(msgspec.Struct, kw_only=True):
+    counts: dict[str, int]
+    batch_roots: list[tuple[bytes, int]]  # (Merkle root, size) of each batch of committed rows
+    outcomes_root: bytes
+
+
+async def _outcome_pass(conn: Conn, import_id: uuid.UUID, batch_rows_max: int, *, hashes: bool) -> _Tally:
+    """One pass over the staged rows in row order: the counts, the batch roots and the outcomes
+    root, without reading back the row outcomes just written.
+
+    The outcome bytes are those ``outcome_bytes`` gives for the import_rows row _INSERT_ROWS
+    wrote from the same join (verification recomputes them from import_rows; the equivalence
+    test pins them). Committed rows are numbered in row order, so this order is also their
+    order in the batches.
+    """
+    counts = {"total": 0, "committed": 0, "duplicate": 0, "quarantined": 0}
     roots: list[tuple[bytes, int]] = []
     pending: list[bytes] = []
-    cursor = conn.cursor(
-        "SELECT leaf_hash FROM import_decisions WHERE decision = 'commit' ORDER BY ord",
-        prefetch=_FETCH_ROWS,
-    )
-    async for row in cursor:
-        pending.append(bytes(row[0]))
-        if len(pending) == batch_rows_max:
-            roots.append((merkle.root(pending), len(pending)))
-            pending = []
+    acc = merkle.MerkleAccumulator()
+    append_outcome = acc.append
+    template = records.ACCEPTED_OUTCOME_TEMPLATE
+    decode = msgspec.json.decode
+    cursor = conn.cursor(_OUTCOME_PASS, import_id, prefetch=_FETCH_ROWS)
+    async for row_no, decision, record_hash, errors, cells in cursor:
+        if cells is not None:
+            counts["quarantined"] += 1
+            if hashes:
+                problems = _CONFLICT_ERRORS if errors is None else [(e["field"], e["rule"]) for e in errors]
+                body = records.row_outcome(
+                    row=row_no, outcome="quarantined", record_hash=None, errors=problems, cells=decode(cells)
+                )
+                append_outcome(leaf_hash(body))
+            continue
+        committed = decision == "commit"
+        counts["committed" if committed else "duplicate"] += 1
+        if not hashes:
+            continue
+        leaf = bytes(record_hash)
+        if committed:
+            pending.append(leaf)
+            if len(pending) == batch_rows_max:
+                roots.append((merkle.root(pending), len(pending)))
+                pending = []
+        append_outcome(
+            leaf_hash(template % (b"committed" if committed else b"duplicate", leaf.hex().encode(), row_no))
+        )
     if pending:
         roots.append((merkle.root(pending), len(pending)))
-    return roots
-
-
-async def _outcomes_root(conn: Conn, import_id: uuid.UUID) -> bytes:
-    acc = merkle.MerkleAccumulator()
-    cursor = conn.cursor(
-        """
-        SELECT row_no, outcome, record_hash, errors, cells FROM import_rows
-        WHERE import_id = $1 ORDER BY row_no
-        """,
-        import_id,
-        prefetch=_FETCH_ROWS,
-    )
-    async for row in cursor:
-        acc.append(leaf_hash(outcome_bytes(row)))
-    return acc.root()
+    counts["total"] = counts["committed"] + counts["duplicate"] + counts["quarantined"]
+    return _Tally(counts=counts, batch_roots=roots, outcomes_root=acc.root())
 
 
 def outcome_bytes(row: asyncpg.Record | Sequence[Any]) -> bytes:
