@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -94,6 +95,21 @@ def _server(home: Path, port: int) -> Iterator[tuple[subprocess.Popen[str], str,
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+        _wait_postmaster_gone(home / "pgdata")
+
+
+def _wait_postmaster_gone(pgdata: Path, timeout: float = 120.0) -> None:
+    """The embedded server's shutdown checkpoint can outlive the service after a big import; its
+    directory must not be removed under it. Ask it to stop fast, then wait for it to go."""
+    pid_file = pgdata / "postmaster.pid"
+    deadline = time.monotonic() + timeout
+    asked = False
+    while pid_file.exists() and time.monotonic() < deadline:
+        if not asked:
+            with suppress(OSError, ValueError, IndexError):
+                os.kill(int(pid_file.read_text().split()[0]), signal.SIGINT)  # "fast" shutdown
+            asked = True
+        time.sleep(0.2)
 
 
 def _drain(stream: Any, events: list[dict[str, Any]]) -> None:

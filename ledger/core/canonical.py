@@ -14,7 +14,7 @@ import msgspec
 from ledger.core.errors import CanonicalError
 from ledger.core.limits import canonical_depth_max, integer_max, integer_min
 
-__all__ = ["decode", "encode"]
+__all__ = ["decode", "encode", "encode_asset_shape"]
 
 _encoder = msgspec.json.Encoder(order="sorted")
 _decoder = msgspec.json.Decoder()
@@ -55,6 +55,33 @@ def encode(value: Mapping[str, Any] | list[Any] | str | int | bool | None) -> by
     """The canonical bytes of ``value``; raises CanonicalError for anything outside the format."""
     _check(value, 0)
     return _encoder.encode(value)
+
+
+def _scalars_ok(value: dict[Any, Any]) -> bool:
+    for key, item in value.items():
+        kind = type(item)
+        if type(key) is not str or not key.isascii():
+            return False
+        if kind is str:
+            continue
+        if kind is not int or not integer_min <= item <= integer_max:
+            return False
+    return True
+
+
+def encode_asset_shape(envelope: dict[str, Any], data: dict[str, Any]) -> bytes:
+    """``encode(envelope | {"data": data})`` for the shape of an asset record: the same bytes,
+    for a fraction of the cost, when every value of both is a string or an in-range integer.
+
+    Millions of records take this path on import. Anything else (and a string with a lone
+    surrogate, which the encoder refuses) goes through ``encode``, which names the problem.
+    """
+    if "data" not in envelope and _scalars_ok(envelope) and _scalars_ok(data):
+        try:
+            return _encoder.encode({**envelope, "data": data})
+        except UnicodeEncodeError:
+            pass
+    return encode({**envelope, "data": data})
 
 
 def decode(data: bytes) -> Any:

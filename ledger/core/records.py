@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from ledger.core.canonical import encode
+from ledger.core.canonical import encode, encode_asset_shape
 from ledger.core.errors import RecordError
 from ledger.core.hashing import sha256
 from ledger.core.limits import integer_max
@@ -46,7 +46,7 @@ ACCEPTED_OUTCOME_TEMPLATE = (
 def asset_record(*, policy: str, lab: str, data: Mapping[str, str | int]) -> bytes:
     """One committed asset revision. No revision number, time or import id inside: identical
     content gives an identical record hash whenever it is submitted."""
-    return encode({"v": FORMAT_VERSION, "type": "asset", "policy": policy, "lab": lab, "data": dict(data)})
+    return encode_asset_shape({"v": FORMAT_VERSION, "type": "asset", "policy": policy, "lab": lab}, dict(data))
 
 
 def row_outcome(

@@ -27,3 +27,41 @@ def test_values_outside_the_template_take_the_general_path() -> None:
     assert records.row_outcome(row=1, outcome="committed", record_hash=upper) == general(1, "committed", upper)
     odd = 'quo"te'
     assert records.row_outcome(row=1, outcome="duplicate", record_hash=odd) == general(1, "duplicate", odd)
+
+
+SCALARS = st.one_of(
+    st.text(),
+    st.text(alphabet=st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1, max_size=3),
+    st.integers(min_value=-(2**64), max_value=2**64),
+    st.booleans(),
+    st.none(),
+    st.floats(allow_nan=False),
+    st.lists(st.integers(), max_size=2),
+)
+KEYS = st.one_of(st.text(alphabet="abcdefghij_", min_size=1, max_size=8), st.text(min_size=1, max_size=3))
+
+
+def _outcome(fn: object, *args: object) -> tuple[str, object]:
+    try:
+        return "ok", fn(*args)  # type: ignore[operator]
+    except Exception as exc:  # the same refusal, of the same type
+        return "error", type(exc)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(KEYS, SCALARS, max_size=6), st.text(max_size=8), st.text(max_size=8))
+def test_asset_shape_fast_path_matches_the_canonical_encoder(data: dict[str, object], policy: str, lab: str) -> None:
+    envelope = {"v": 1, "type": "asset", "policy": policy, "lab": lab}
+    fast = _outcome(canonical.encode_asset_shape, envelope, data)
+    general = _outcome(canonical.encode, {**envelope, "data": data})
+    assert fast == general
+
+
+def test_asset_shape_refuses_what_the_encoder_refuses() -> None:
+    import pytest
+
+    from ledger.core.errors import CanonicalError
+
+    for bad in ({"a": "x\ud800"}, {"a": 2**63}, {"é": "x"}, {"a": 1.5}):
+        with pytest.raises(CanonicalError):
+            canonical.encode_asset_shape({"v": 1}, bad)  # type: ignore[arg-type]
