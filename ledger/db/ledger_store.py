@@ -92,14 +92,18 @@ CREATE TEMP TABLE import_decisions (
 # has not applied yet (ledger.db.projection). Committed rows are numbered in row order (ord):
 # that numbering places each entry in its batch.
 _DECIDE = f"""
-INSERT INTO import_decisions (row_no, asset_id, grant_code, leaf_hash, decision, revision, conflict_rows, ord)
+INSERT INTO import_decisions (row_no, asset_id, grant_code, leaf_hash, decision, revision, ord)
 WITH valid AS (
     SELECT row_no, asset_id, grant_code, leaf_hash FROM import_staging
     WHERE import_id = $1 AND errors IS NULL
+), contents AS (
+    -- Two hash aggregations instead of a sort for count(DISTINCT ...): each key's contents,
+    -- then how many there are and where the key first appears.
+    SELECT asset_id, grant_code, leaf_hash, min(row_no) AS first_row
+    FROM valid GROUP BY asset_id, grant_code, leaf_hash
 ), keys AS (
-    SELECT asset_id, grant_code, min(row_no) AS first_row, count(DISTINCT leaf_hash) AS variants,
-           (array_agg(row_no ORDER BY row_no))[1:10] AS sample_rows
-    FROM valid GROUP BY asset_id, grant_code
+    SELECT asset_id, grant_code, min(first_row) AS first_row, count(*) AS variants
+    FROM contents GROUP BY asset_id, grant_code
 ), pending AS ({projection.PENDING_LATEST}
 ), decided AS (
     SELECT v.row_no, v.asset_id, v.grant_code, v.leaf_hash,
@@ -109,8 +113,7 @@ WITH valid AS (
                 ELSE 'duplicate' END AS decision,
            CASE WHEN k.variants > 1 THEN NULL
                 WHEN l.leaf_hash = v.leaf_hash THEN l.revision
-                ELSE coalesce(l.revision, 0) + 1 END AS revision,
-           CASE WHEN k.variants > 1 THEN k.sample_rows END AS conflict_rows
+                ELSE coalesce(l.revision, 0) + 1 END AS revision
     FROM valid v
     JOIN keys k USING (asset_id, grant_code)
     LEFT JOIN assets a ON a.asset_id = v.asset_id AND a.grant_code = v.grant_code
@@ -120,10 +123,18 @@ WITH valid AS (
                CASE WHEN p.revision > coalesce(a.revision, 0) THEN p.leaf_hash ELSE a.leaf_hash END AS leaf_hash
     ) l
 )
-SELECT row_no, asset_id, grant_code, leaf_hash, decision, revision, conflict_rows,
+SELECT row_no, asset_id, grant_code, leaf_hash, decision, revision,
        CASE WHEN decision = 'commit'
             THEN row_number() OVER (PARTITION BY decision = 'commit' ORDER BY row_no) - 1 END
 FROM decided
+"""
+
+# The rows a conflicting key appears in (the first ten), for the message: conflicts are rare.
+_CONFLICT_ROWS = """
+UPDATE import_decisions d SET conflict_rows = c.sample
+FROM (SELECT asset_id, grant_code, (array_agg(row_no ORDER BY row_no))[1:10] AS sample
+      FROM import_decisions WHERE decision = 'conflict' GROUP BY asset_id, grant_code) c
+WHERE d.decision = 'conflict' AND d.asset_id = c.asset_id AND d.grant_code = c.grant_code
 """
 
 # The entries of the committed rows. The current-state rows are applied after the commit
@@ -136,48 +147,51 @@ SELECT $2 + d.ord / $3, d.ord % $3, 'asset', s.record, s.leaf_hash, s.asset_id, 
 FROM import_decisions d
 JOIN import_staging s ON s.import_id = $1 AND s.row_no = d.row_no
 WHERE d.decision = 'commit'
-ORDER BY d.ord
 """
 
-_INSERT_ROWS = """
-INSERT INTO import_rows (import_id, row_no, outcome, asset_id, grant_code, revision, record_hash,
-                         errors, cells)
-SELECT $1, s.row_no,
-       CASE WHEN s.errors IS NOT NULL OR d.decision = 'conflict' THEN 'quarantined'
-            WHEN d.decision = 'commit' THEN 'committed'
-            ELSE 'duplicate' END,
-       s.asset_id, s.grant_code, d.revision,
-       CASE WHEN s.errors IS NULL AND d.decision <> 'conflict' THEN s.leaf_hash END,
-       CASE WHEN s.errors IS NOT NULL THEN s.errors
-            WHEN d.decision = 'conflict' THEN jsonb_build_array(jsonb_build_object(
-                'field', 'key',
-                'rule', 'duplicate_key_in_manifest',
-                'message', format('asset_id %s with grant_code %s appears with different content '
-                                  'in rows %s', s.asset_id, s.grant_code,
-                                  array_to_string(d.conflict_rows, ', '))))
-       END,
-       CASE WHEN s.errors IS NOT NULL OR d.decision = 'conflict' THEN convert_from(s.cells, 'UTF8')::jsonb END
+# Row outcomes of the valid rows, from the decisions alone (narrow: no staged record read).
+_INSERT_ACCEPTED_ROWS = """
+INSERT INTO import_rows (import_id, row_no, outcome, asset_id, grant_code, revision, record_hash)
+SELECT $1, row_no, CASE WHEN decision = 'commit' THEN 'committed' ELSE 'duplicate' END,
+       asset_id, grant_code, revision, leaf_hash
+FROM import_decisions
+WHERE decision <> 'conflict'
+"""
+
+# The quarantined rows: those the policy refused (found through the staging table's partial
+# index) and those of a key with two contents in the manifest.
+_QUARANTINED = """
+SELECT s.row_no, s.asset_id, s.grant_code, s.errors, convert_from(s.cells, 'UTF8')::jsonb AS cells
 FROM import_staging s
-LEFT JOIN import_decisions d ON d.row_no = s.row_no
-WHERE s.import_id = $1
+WHERE s.import_id = $1 AND s.errors IS NOT NULL
+UNION ALL
+SELECT s.row_no, s.asset_id, s.grant_code,
+       jsonb_build_array(jsonb_build_object(
+           'field', 'key',
+           'rule', 'duplicate_key_in_manifest',
+           'message', format('asset_id %s with grant_code %s appears with different content in rows %s',
+                             s.asset_id, s.grant_code, array_to_string(d.conflict_rows, ', ')))),
+       convert_from(s.cells, 'UTF8')::jsonb
+FROM import_decisions d
+JOIN import_staging s ON s.import_id = $1 AND s.row_no = d.row_no
+WHERE d.decision = 'conflict'
+"""
+
+_INSERT_QUARANTINED_ROWS = f"""
+INSERT INTO import_rows (import_id, row_no, outcome, asset_id, grant_code, errors, cells)
+SELECT $1, q.row_no, 'quarantined', q.asset_id, q.grant_code, q.errors, q.cells
+FROM ({_QUARANTINED}) q
 """
 
 
-# Every staged row in row order, with what the pass below needs of it: the record's leaf hash
-# of a valid row, and the errors and cells of a row that ends quarantined (conflicts included).
-_OUTCOME_PASS = """
-SELECT s.row_no, d.decision, s.leaf_hash,
-       s.errors,
-       CASE WHEN s.errors IS NOT NULL OR d.decision = 'conflict' THEN s.cells END
-FROM import_staging s
-LEFT JOIN import_decisions d ON d.row_no = s.row_no
-WHERE s.import_id = $1
-ORDER BY s.row_no
+_ACCEPTED_IN_ORDER = """
+SELECT row_no, decision, leaf_hash FROM import_decisions WHERE decision <> 'conflict' ORDER BY row_no
 """
 
-# The one error of a row quarantined for a key with two contents in the manifest, as
-# _INSERT_ROWS writes it (only field and rule are hashed).
-_CONFLICT_ERRORS = (("key", "duplicate_key_in_manifest"),)
+_QUARANTINED_IN_ORDER = """
+SELECT row_no, errors, cells FROM import_rows
+WHERE import_id = $1 AND outcome = 'quarantined' ORDER BY row_no
+"""
 
 
 async def finalize_import(conn: Conn, ctx: ImportContext, *, batch_rows_max: int) -> FinalizeResult:
@@ -206,8 +220,10 @@ async def finalize_import(conn: Conn, ctx: ImportContext, *, batch_rows_max: int
         await conn.execute(_DECIDE, ctx.import_id)
         # Statistics for the joins that follow (a temp table has none until analysed).
         await conn.execute("ANALYZE import_decisions")
+        await conn.execute(_CONFLICT_ROWS)
         steps.done("decide")
-        await conn.execute(_INSERT_ROWS, ctx.import_id)
+        await conn.execute(_INSERT_ACCEPTED_ROWS, ctx.import_id)
+        await conn.execute(_INSERT_QUARANTINED_ROWS, ctx.import_id)
         steps.done("row_outcomes")
         tally = await _outcome_pass(conn, ctx.import_id, batch_rows_max, hashes=head is not None)
         counts = tally.counts
@@ -294,13 +310,12 @@ class _Tally(msgspec.Struct, kw_only=True):
 
 
 async def _outcome_pass(conn: Conn, import_id: uuid.UUID, batch_rows_max: int, *, hashes: bool) -> _Tally:
-    """One pass over the staged rows in row order: the counts, the batch roots and the outcomes
-    root, without reading back the row outcomes just written.
+    """One pass in row order over the import's outcomes: the counts, the batch roots and the
+    outcomes root, reading the narrow decisions and the few quarantined rows, merged.
 
-    The outcome bytes are those ``outcome_bytes`` gives for the import_rows row _INSERT_ROWS
-    wrote from the same join (verification recomputes them from import_rows; the equivalence
-    test pins them). Committed rows are numbered in row order, so this order is also their
-    order in the batches.
+    Accepted rows' outcome bytes are the template ``outcome_bytes`` uses for them; quarantined
+    rows go through ``outcome_bytes`` itself, as verification will. Committed rows are numbered
+    in row order, so this order is also their order in the batches.
     """
     counts = {"total": 0, "committed": 0, "duplicate": 0, "quarantined": 0}
     roots: list[tuple[bytes, int]] = []
@@ -308,18 +323,20 @@ async def _outcome_pass(conn: Conn, import_id: uuid.UUID, batch_rows_max: int, *
     acc = merkle.MerkleAccumulator()
     append_outcome = acc.append
     template = records.ACCEPTED_OUTCOME_TEMPLATE
-    decode = msgspec.json.decode
-    cursor = conn.cursor(_OUTCOME_PASS, import_id, prefetch=_FETCH_ROWS)
-    async for row_no, decision, record_hash, errors, cells in cursor:
-        if cells is not None:
+    quarantined = conn.cursor(_QUARANTINED_IN_ORDER, import_id, prefetch=_FETCH_ROWS).__aiter__()
+    held = await anext(quarantined, None)  # the next quarantined row, merged in by row number
+
+    async def quarantined_before(row_no: int | None) -> None:
+        nonlocal held
+        while held is not None and (row_no is None or held[0] < row_no):
             counts["quarantined"] += 1
             if hashes:
-                problems = _CONFLICT_ERRORS if errors is None else [(e["field"], e["rule"]) for e in errors]
-                body = records.row_outcome(
-                    row=row_no, outcome="quarantined", record_hash=None, errors=problems, cells=decode(cells)
-                )
-                append_outcome(leaf_hash(body))
-            continue
+                append_outcome(leaf_hash(outcome_bytes((held[0], "quarantined", None, held[1], held[2]))))
+            held = await anext(quarantined, None)
+
+    async for row_no, decision, record_hash in conn.cursor(_ACCEPTED_IN_ORDER, prefetch=_FETCH_ROWS):
+        if held is not None and held[0] < row_no:
+            await quarantined_before(row_no)
         committed = decision == "commit"
         counts["committed" if committed else "duplicate"] += 1
         if not hashes:
@@ -330,9 +347,8 @@ async def _outcome_pass(conn: Conn, import_id: uuid.UUID, batch_rows_max: int, *
             if len(pending) == batch_rows_max:
                 roots.append((merkle.root(pending), len(pending)))
                 pending = []
-        append_outcome(
-            leaf_hash(template % (b"committed" if committed else b"duplicate", leaf.hex().encode(), row_no))
-        )
+        append_outcome(leaf_hash(template % (b"committed" if committed else b"duplicate", leaf.hex().encode(), row_no)))
+    await quarantined_before(None)
     if pending:
         roots.append((merkle.root(pending), len(pending)))
     counts["total"] = counts["committed"] + counts["duplicate"] + counts["quarantined"]

@@ -8,8 +8,9 @@ applies committed batches to ``assets`` in short transactions and records how fa
 in ``assets_projection.applied_seq``. Existing rows are already current, so the watermark
 starts at the head.
 
-Staged cells become raw JSON bytes: they are parsed into jsonb only for the few rows that
-end quarantined, instead of for every row at COPY time.
+Staged cells become raw JSON bytes, parsed into jsonb only for the few rows that end
+quarantined instead of for every row at COPY time; a partial index finds the staged rows the
+policy refused, so the final transaction reads them without scanning every staged record.
 
 Revision ID: 0006
 Revises: 0005
@@ -35,8 +36,15 @@ def upgrade() -> None:
     )
     op.execute("INSERT INTO assets_projection (id, applied_seq) SELECT 1, seq FROM ledger_head WHERE id = 1")
     op.execute("ALTER TABLE import_staging ALTER COLUMN cells TYPE bytea USING convert_to(cells::text, 'UTF8')")
+    op.create_index(
+        "import_staging_errors_idx",
+        "import_staging",
+        ["import_id", "row_no"],
+        postgresql_where=sa.text("errors IS NOT NULL"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("import_staging_errors_idx", table_name="import_staging")
     op.execute("ALTER TABLE import_staging ALTER COLUMN cells TYPE jsonb USING convert_from(cells, 'UTF8')::jsonb")
     op.drop_table("assets_projection")
