@@ -17,6 +17,7 @@ import asyncpg
 import msgspec
 
 from ledger.core import merkle, records
+from ledger.core.bundle import BlockedRoot
 from ledger.core.errors import LedgerError
 from ledger.core.hashing import leaf_hash
 from ledger.db import chain, projection
@@ -184,9 +185,15 @@ FROM ({_QUARANTINED}) q
 """
 
 
+# The accepted rows in row order with their outcome leaves, hashed by PostgreSQL: the bytes are
+# records.ACCEPTED_OUTCOME_TEMPLATE (the same template the verifier re-encodes them with).
 _ACCEPTED_IN_ORDER = """
-SELECT row_no, decision, leaf_hash FROM import_decisions WHERE decision <> 'conflict' ORDER BY row_no
-"""
+SELECT row_no, decision = 'commit', leaf_hash,
+       sha256('\\x00'::bytea || convert_to(format({template}, CASE WHEN decision = 'commit' THEN 'committed'
+                                                          ELSE 'duplicate' END,
+                                              encode(leaf_hash, 'hex'), row_no), 'UTF8'))
+FROM import_decisions WHERE decision <> 'conflict' ORDER BY row_no
+""".format(template="'" + records.ACCEPTED_OUTCOME_TEMPLATE.decode().replace("%d", "%s").replace("'", "''") + "'")
 
 _QUARANTINED_IN_ORDER = """
 SELECT row_no, errors, cells FROM import_rows
@@ -320,9 +327,8 @@ async def _outcome_pass(conn: Conn, import_id: uuid.UUID, batch_rows_max: int, *
     counts = {"total": 0, "committed": 0, "duplicate": 0, "quarantined": 0}
     roots: list[tuple[bytes, int]] = []
     pending: list[bytes] = []
-    acc = merkle.MerkleAccumulator()
-    append_outcome = acc.append
-    template = records.ACCEPTED_OUTCOME_TEMPLATE
+    outcomes = BlockedRoot()
+    append_outcome = outcomes.append
     quarantined = conn.cursor(_QUARANTINED_IN_ORDER, import_id, prefetch=_FETCH_ROWS).__aiter__()
     held = await anext(quarantined, None)  # the next quarantined row, merged in by row number
 
@@ -334,25 +340,25 @@ async def _outcome_pass(conn: Conn, import_id: uuid.UUID, batch_rows_max: int, *
                 append_outcome(leaf_hash(outcome_bytes((held[0], "quarantined", None, held[1], held[2]))))
             held = await anext(quarantined, None)
 
-    async for row_no, decision, record_hash in conn.cursor(_ACCEPTED_IN_ORDER, prefetch=_FETCH_ROWS):
+    committed_rows = duplicate_rows = 0
+    async for row_no, committed, record_hash, outcome_leaf in conn.cursor(_ACCEPTED_IN_ORDER, prefetch=_FETCH_ROWS):
         if held is not None and held[0] < row_no:
             await quarantined_before(row_no)
-        committed = decision == "commit"
-        counts["committed" if committed else "duplicate"] += 1
-        if not hashes:
-            continue
-        leaf = bytes(record_hash)
         if committed:
-            pending.append(leaf)
+            committed_rows += 1
+            pending.append(record_hash)
             if len(pending) == batch_rows_max:
                 roots.append((merkle.root(pending), len(pending)))
                 pending = []
-        append_outcome(leaf_hash(template % (b"committed" if committed else b"duplicate", leaf.hex().encode(), row_no)))
+        else:
+            duplicate_rows += 1
+        append_outcome(outcome_leaf)
     await quarantined_before(None)
     if pending:
         roots.append((merkle.root(pending), len(pending)))
-    counts["total"] = counts["committed"] + counts["duplicate"] + counts["quarantined"]
-    return _Tally(counts=counts, batch_roots=roots, outcomes_root=acc.root())
+    counts["committed"], counts["duplicate"] = committed_rows, duplicate_rows
+    counts["total"] = committed_rows + duplicate_rows + counts["quarantined"]
+    return _Tally(counts=counts, batch_roots=roots, outcomes_root=outcomes.root())
 
 
 def outcome_bytes(row: asyncpg.Record | Sequence[Any]) -> bytes:
