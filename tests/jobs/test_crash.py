@@ -322,3 +322,34 @@ async def test_a_job_re_picked_after_its_import_was_cancelled_clears_its_staging
         assert await conn.fetchval("SELECT count(*) FROM ledger_entries") == 0
     finally:
         await conn.close()
+
+
+async def test_a_commit_whose_worker_died_before_projecting_is_projected_at_the_next_start(
+    database_url: str, manifest: Path, tmp_path: Path
+) -> None:
+    policies = PolicyRegistry.load_dir(ROOT / "policies")
+    conn = await connect(database_url)
+    try:
+        task_id = await _create_import(conn, manifest, policies, enqueue=False)
+        # The pipeline alone: committed, as by a worker that died right after its commit.
+        await run_import(conn, task_id, policies, _settings(database_url, tmp_path))
+        head = await conn.fetchval("SELECT seq FROM ledger_head")
+        assert head > 0 and await conn.fetchval("SELECT applied_seq FROM assets_projection") == 0
+        assert await conn.fetchval("SELECT count(*) FROM assets") == 0
+        with _worker(database_url, tmp_path, tmp_path / "worker.log"):
+            deadline = time.monotonic() + 30
+            while await conn.fetchval("SELECT applied_seq FROM assets_projection") != head:
+                assert time.monotonic() < deadline, "the worker did not apply the projection at start"
+                await asyncio.sleep(0.05)
+        committed = await conn.fetchval("SELECT rows_committed FROM imports WHERE id = $1", task_id)
+        assert await conn.fetchval("SELECT count(*) FROM assets") == committed
+        # Each current row is its key's latest entry, byte for byte.
+        assert not await conn.fetchval(
+            """
+            SELECT count(*) FROM assets a JOIN ledger_entries e ON e.id = a.entry_id
+            WHERE e.leaf_hash <> a.leaf_hash OR e.revision <> a.revision
+               OR (convert_from(e.record, 'UTF8')::jsonb -> 'data') <> a.data
+            """
+        )
+    finally:
+        await conn.close()
