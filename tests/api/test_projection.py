@@ -40,7 +40,8 @@ async def test_done_import_reaches_assets_and_the_watermark_reaches_the_head(api
         assert state.applied_seq == state.head_seq == status["batches"][-1]["seq"]
         # The updated_at of a projected row is its batch's commit time, not the time it was applied.
         committed_at = await conn.fetchval(
-            "SELECT b.committed_at FROM ledger_batches b JOIN assets a ON a.batch_seq = b.seq WHERE a.asset_id = 'EQ-0001'"
+            "SELECT b.committed_at FROM ledger_batches b JOIN assets a ON a.batch_seq = b.seq"
+            " WHERE a.asset_id = 'EQ-0001'"
         )
         assert current["EQ-0001"]["updated_at"].startswith(committed_at.isoformat()[:19])
     finally:
