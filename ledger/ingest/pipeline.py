@@ -103,6 +103,7 @@ async def _run_locked(
                 policy_sha256=record.policy_sha256,
                 manifest_sha256=record.manifest_sha256,
                 dry_run=record.dry_run,
+                staged_rows=checkpoint.rows,
             ),
             batch_rows_max=settings.batch_rows_max,
         )
