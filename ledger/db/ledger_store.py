@@ -2,7 +2,9 @@
 
 Record hashes were computed by the worker before this runs; under the head lock we only
 classify rows with set-based SQL, fold precomputed leaf hashes into batch roots, link the
-chain and insert. Nothing here is per row except streaming leaf hashes through Python.
+chain and insert. Nothing here is per row except streaming leaf hashes through Python. The
+current-state projection (assets) is not written here: ledger.db.projection applies the
+committed batches after this transaction.
 """
 
 from __future__ import annotations
