@@ -25,6 +25,7 @@ from ledger.core.audit_errors import BundleError, SignatureError
 from ledger.core.checkpoint import Checkpoint
 from ledger.core.errors import RecordError
 from ledger.core.hashing import EMPTY_ROOT, LEAF_PREFIX, leaf_hash, node_hash, sha256
+from ledger.core.merkle import BlockedRoot
 from ledger.core.merkle import root as merkle_root
 from ledger.core.note import Verifier
 from ledger.core.proofs import PROOF_VERSION, read_checkpoint
@@ -32,7 +33,6 @@ from ledger.core.records import GENESIS_PREV, BatchHeader, chain_hash, encode_he
 
 __all__ = [
     "BatchLine",
-    "BlockedRoot",
     "BundleReport",
     "BundleStart",
     "BundleVerifier",
@@ -132,31 +132,6 @@ class BundleReport(msgspec.Struct, frozen=True):
     records: int
     outcomes: int
     checkpoints: int
-
-
-class BlockedRoot:
-    """The RFC 9162 root of a stream of leaves in O(n / block) memory: every ``block`` leaves
-    (a power of two) are folded into the root of their perfect subtree, and the tree over
-    those roots and the last partial block's has the root of the tree over the leaves (its
-    splits fall on block boundaries). Faster than a CompactRange for long streams."""
-
-    __slots__ = ("block", "blocks", "leaves")
-
-    def __init__(self, block: int = 4096) -> None:
-        if block < 1 or block & (block - 1):
-            raise ValueError("block must be a power of two")
-        self.block = block
-        self.blocks: list[bytes] = []
-        self.leaves: list[bytes] = []
-
-    def append(self, leaf: bytes) -> None:
-        self.leaves.append(leaf)
-        if len(self.leaves) == self.block:
-            self.blocks.append(merkle_root(self.leaves))
-            self.leaves = []
-
-    def root(self) -> bytes:
-        return merkle_root([*self.blocks, merkle_root(self.leaves)] if self.leaves else self.blocks)
 
 
 # Canonical bytes of a committed row outcome start so (docs/ledger-format.md §4.2), and its

@@ -14,6 +14,7 @@ from ledger.core.hashing import EMPTY_ROOT, NODE_PREFIX, node_hash
 from ledger.core.limits import merkle_proof_len_max
 
 __all__ = [
+    "BlockedRoot",
     "MerkleAccumulator",
     "consistency_proof",
     "inclusion_proof",
@@ -71,6 +72,31 @@ class MerkleAccumulator:
         for _, left in reversed(self._stack[:-1]):
             node = node_hash(left, node)
         return node
+
+
+class BlockedRoot:
+    """The RFC 9162 root of a stream of leaves in O(n / block) memory: every ``block`` leaves
+    (a power of two) are folded into the root of their perfect subtree, and the tree over
+    those roots and the last partial block's has the root of the tree over the leaves (its
+    splits fall on block boundaries). Faster than a CompactRange for long streams."""
+
+    __slots__ = ("block", "blocks", "leaves")
+
+    def __init__(self, block: int = 4096) -> None:
+        if block < 1 or block & (block - 1):
+            raise ValueError("block must be a power of two")
+        self.block = block
+        self.blocks: list[bytes] = []
+        self.leaves: list[bytes] = []
+
+    def append(self, leaf: bytes) -> None:
+        self.leaves.append(leaf)
+        if len(self.leaves) == self.block:
+            self.blocks.append(root(self.leaves))
+            self.leaves = []
+
+    def root(self) -> bytes:
+        return root([*self.blocks, root(self.leaves)] if self.leaves else self.blocks)
 
 
 def _split(n: int) -> int:

@@ -19,7 +19,6 @@ import asyncpg
 import msgspec
 
 from ledger.core import merkle, records
-from ledger.core.bundle import BlockedRoot
 from ledger.core.errors import LedgerError
 from ledger.core.hashing import leaf_hash
 from ledger.db import chain, projection
@@ -339,40 +338,44 @@ async def _outcome_pass(conn: Conn, import_id: uuid.UUID, batch_rows_max: int, *
     rows go through ``outcome_bytes`` itself, as verification will. Committed rows are numbered
     in row order, so this order is also their order in the batches.
     """
-    counts = {"total": 0, "committed": 0, "duplicate": 0, "quarantined": 0}
+    committed_rows = duplicate_rows = quarantined_rows = 0
     roots: list[tuple[bytes, int]] = []
     pending: list[bytes] = []
-    outcomes = BlockedRoot()
-    append_outcome = outcomes.append
+    outcomes = merkle.BlockedRoot()
     quarantined = conn.cursor(_QUARANTINED_IN_ORDER, import_id, prefetch=_FETCH_ROWS).__aiter__()
     held = await anext(quarantined, None)  # the next quarantined row, merged in by row number
 
     async def quarantined_before(row_no: int | None) -> None:
-        nonlocal held
+        nonlocal held, quarantined_rows
         while held is not None and (row_no is None or held[0] < row_no):
-            counts["quarantined"] += 1
+            quarantined_rows += 1
             if hashes:
-                append_outcome(leaf_hash(outcome_bytes((held[0], "quarantined", None, held[1], held[2]))))
+                outcomes.append(leaf_hash(outcome_bytes((held[0], "quarantined", None, held[1], held[2]))))
             held = await anext(quarantined, None)
 
-    committed_rows = duplicate_rows = 0
     async for row_no, committed, record_hash, outcome_leaf in conn.cursor(_ACCEPTED_IN_ORDER, prefetch=_FETCH_ROWS):
         if held is not None and held[0] < row_no:
             await quarantined_before(row_no)
-        if committed:
-            committed_rows += 1
-            pending.append(record_hash)
-            if len(pending) == batch_rows_max:
-                roots.append((merkle.root(pending), len(pending)))
-                pending = []
-        else:
+        if not committed:
             duplicate_rows += 1
-        append_outcome(outcome_leaf)
+        else:
+            committed_rows += 1
+            if hashes:
+                pending.append(record_hash)
+                if len(pending) == batch_rows_max:
+                    roots.append((merkle.root(pending), len(pending)))
+                    pending = []
+        if hashes:
+            outcomes.append(outcome_leaf)
     await quarantined_before(None)
     if pending:
         roots.append((merkle.root(pending), len(pending)))
-    counts["committed"], counts["duplicate"] = committed_rows, duplicate_rows
-    counts["total"] = committed_rows + duplicate_rows + counts["quarantined"]
+    counts = {
+        "total": committed_rows + duplicate_rows + quarantined_rows,
+        "committed": committed_rows,
+        "duplicate": duplicate_rows,
+        "quarantined": quarantined_rows,
+    }
     return _Tally(counts=counts, batch_roots=roots, outcomes_root=outcomes.root())
 
 

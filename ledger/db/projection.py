@@ -16,28 +16,48 @@ from __future__ import annotations
 
 import time
 
+import msgspec
+
 from ledger.db.pool import Conn
 from ledger.logs import get_logger
 
-__all__ = ["PENDING_LATEST", "ProjectionState", "apply_pending", "projection_state"]
+__all__ = ["ASSETS_UPSERT", "PENDING_LATEST", "ProjectionState", "apply_pending", "projection_state"]
 
 log = get_logger("ledger.projection")
 
-# A CTE body: the latest revision of every key committed in a batch not yet projected.
-PENDING_LATEST = """
-SELECT DISTINCT ON (asset_id, grant_code) asset_id, grant_code, revision, leaf_hash, batch_seq
+
+def _latest_per_key(columns: str, where: str) -> str:
+    """The latest asset entry of every key among the entries ``where`` selects."""
+    return f"""
+SELECT DISTINCT ON (asset_id, grant_code) {columns}
 FROM ledger_entries
-WHERE batch_seq > (SELECT applied_seq FROM assets_projection WHERE id = 1) AND kind = 'asset'
+WHERE {where} AND kind = 'asset'
 ORDER BY asset_id, grant_code, revision DESC
 """
 
-_APPLY = """
-WITH latest AS (
-    SELECT DISTINCT ON (asset_id, grant_code) id, batch_seq, asset_id, grant_code, revision, leaf_hash, record
-    FROM ledger_entries
-    WHERE batch_seq > $1 AND batch_seq <= $2 AND kind = 'asset'
-    ORDER BY asset_id, grant_code, revision DESC
+
+# A CTE body: the latest revision of every key committed in a batch not yet projected.
+PENDING_LATEST = _latest_per_key(
+    "asset_id, grant_code, revision, leaf_hash, batch_seq",
+    "batch_seq > (SELECT applied_seq FROM assets_projection WHERE id = 1)",
 )
+
+# The tail of every write into assets (this projector, and a correction in its own
+# transaction): a key only ever moves to a higher revision, so writes commute.
+ASSETS_UPSERT = """
+ON CONFLICT (asset_id, grant_code) DO UPDATE SET
+    lab = EXCLUDED.lab, category = EXCLUDED.category, location = EXCLUDED.location,
+    revision = EXCLUDED.revision, entry_id = EXCLUDED.entry_id, batch_seq = EXCLUDED.batch_seq,
+    leaf_hash = EXCLUDED.leaf_hash, data = EXCLUDED.data, updated_at = EXCLUDED.updated_at
+WHERE assets.revision < EXCLUDED.revision
+"""
+
+_APPLY = f"""
+WITH latest AS ({
+    _latest_per_key(
+        "id, batch_seq, asset_id, grant_code, revision, leaf_hash, record", "batch_seq > $1 AND batch_seq <= $2"
+    )
+})
 INSERT INTO assets (asset_id, grant_code, lab, category, location, revision, entry_id, batch_seq,
                     leaf_hash, data, updated_at)
 SELECT l.asset_id, l.grant_code, r.rec ->> 'lab', r.rec -> 'data' ->> 'category',
@@ -46,23 +66,16 @@ SELECT l.asset_id, l.grant_code, r.rec ->> 'lab', r.rec -> 'data' ->> 'category'
 FROM latest l
 JOIN ledger_batches b ON b.seq = l.batch_seq
 CROSS JOIN LATERAL (SELECT convert_from(l.record, 'UTF8')::jsonb AS rec) r
-ON CONFLICT (asset_id, grant_code) DO UPDATE SET
-    lab = EXCLUDED.lab, category = EXCLUDED.category, location = EXCLUDED.location,
-    revision = EXCLUDED.revision, entry_id = EXCLUDED.entry_id, batch_seq = EXCLUDED.batch_seq,
-    leaf_hash = EXCLUDED.leaf_hash, data = EXCLUDED.data, updated_at = EXCLUDED.updated_at
-WHERE assets.revision < EXCLUDED.revision
+{ASSETS_UPSERT}
 """
 
 # Batches looked at per step; a step ends early once it holds rows_per_step records.
 _BATCHES_PER_STEP = 1000
 
 
-class ProjectionState:
-    __slots__ = ("applied_seq", "head_seq")
-
-    def __init__(self, applied_seq: int, head_seq: int) -> None:
-        self.applied_seq = applied_seq
-        self.head_seq = head_seq
+class ProjectionState(msgspec.Struct, frozen=True):
+    applied_seq: int
+    head_seq: int
 
 
 async def projection_state(conn: Conn) -> ProjectionState:

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from ledger.db import projection
 from ledger.db.pool import Conn, Executor
 
 __all__ = [
@@ -321,12 +322,8 @@ async def insert_corrections(conn: Conn, corrections: Sequence[NewCorrection], n
                r.rec -> 'data' ->> 'location', ins.revision, ins.id, ins.batch_seq, ins.leaf_hash,
                r.rec -> 'data', $10
         FROM ins CROSS JOIN LATERAL (SELECT convert_from(ins.record, 'UTF8')::jsonb AS rec) r
-        ON CONFLICT (asset_id, grant_code) DO UPDATE SET
-            lab = EXCLUDED.lab, category = EXCLUDED.category, location = EXCLUDED.location,
-            revision = EXCLUDED.revision, entry_id = EXCLUDED.entry_id, batch_seq = EXCLUDED.batch_seq,
-            leaf_hash = EXCLUDED.leaf_hash, data = EXCLUDED.data, updated_at = EXCLUDED.updated_at
-        WHERE assets.revision < EXCLUDED.revision
-        """,
+        """
+        + projection.ASSETS_UPSERT,
         [c.batch_seq for c in corrections],
         [c.idx for c in corrections],
         [c.record for c in corrections],

@@ -371,7 +371,8 @@ def test_batch_inclusion_rejects_a_batch_beyond_the_checkpoint() -> None:
 @settings(max_examples=60, deadline=None)
 @given(st.integers(min_value=0, max_value=300), st.integers(min_value=0, max_value=300), st.sampled_from([1, 2, 4, 16]))
 def test_compact_range_and_blocked_root_match_the_reference(start: int, more: int, block: int) -> None:
-    from ledger.core.bundle import BlockedRoot, CompactRange
+    from ledger.core.bundle import CompactRange
+    from ledger.core.merkle import BlockedRoot
     from tests.core.test_merkle import leaves_of
 
     leaves = leaves_of(start + more)
