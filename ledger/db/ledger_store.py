@@ -1,17 +1,22 @@
-"""The append-only store: one transaction turns a staged import into ledger batches.
+"""The append-only store: one transaction turns a staged, decided import into ledger batches.
 
-Record hashes were computed by the worker before this runs; under the head lock we only
-classify rows with set-based SQL, fold precomputed leaf hashes into batch roots, link the
-chain and insert. Nothing here is per row except streaming leaf hashes through Python. The
-current-state projection (assets) is not written here: ledger.db.projection applies the
-committed batches after this transaction.
+Record hashes were computed by the worker before this runs, and the decisions taken just
+before the final transaction (ledger.db.decisions). Under the head lock we only insert with
+set-based SQL and link the chain; the batch roots and the outcomes root are folded from
+precomputed leaf hashes meanwhile, on a second connection when there is one. Nothing here is
+per row except streaming leaf hashes through Python. The current-state projection (assets)
+is not written here: ledger.db.projection applies the committed batches after this
+transaction.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +26,7 @@ import msgspec
 from ledger.core import merkle, records
 from ledger.core.errors import LedgerError
 from ledger.core.hashing import leaf_hash
-from ledger.db import chain, projection
+from ledger.db import chain, decisions
 from ledger.db.pool import Conn
 
 __all__ = [
@@ -29,20 +34,16 @@ __all__ = [
     "ImportAlreadyFinished",
     "ImportCancelled",
     "ImportContext",
+    "SideConnection",
     "finalize_import",
     "outcome_bytes",
 ]
 
 # Rows fetched per round trip when streaming hashes out of a cursor.
 _FETCH_ROWS = 10_000
-# Per sort or hash of the final transaction; one import's keys and hashes fit (1M rows ~ 100 MB).
-_WORK_MEM = "256MB"
-# From this many staged rows the decide statement runs without nested loops. Its join of the
-# rows to their keys' aggregate is estimated at a handful of rows whatever the statistics,
-# and the planner then probes assets (and the pending entries) once per row: measured, a 1M-row
-# import decided against a freshly projected 1M-row assets table ran for over nine minutes
-# instead of seconds. Below it, index probes per row are the right plan and cost little.
-_SET_BASED_ROWS_MIN = 10_000
+
+# Where a second connection comes from: a pool's ``acquire``, say.
+SideConnection = Callable[[], AbstractAsyncContextManager[Conn]]
 
 
 class ImportCancelled(Exception):
@@ -86,66 +87,6 @@ class _Steps:
         self._t = now
 
 
-_CLASSIFY = """
-CREATE TEMP TABLE import_decisions (
-    row_no bigint NOT NULL, asset_id text, grant_code text, leaf_hash bytea,
-    decision text, revision integer, conflict_rows bigint[], ord bigint
-) ON COMMIT DROP;
-
-"""
-
-# One statement decides every valid row: a key seen with two contents in the manifest is a
-# conflict (all its rows quarantined); content equal to the ledger's latest revision is a
-# duplicate; otherwise the key's first row commits and later identical rows are duplicates.
-# The latest revision is the projection's, or a newer one committed in a batch the projection
-# has not applied yet (ledger.db.projection). Committed rows are numbered in row order (ord):
-# that numbering places each entry in its batch.
-_DECIDE = f"""
-INSERT INTO import_decisions (row_no, asset_id, grant_code, leaf_hash, decision, revision, ord)
-WITH valid AS (
-    SELECT row_no, asset_id, grant_code, leaf_hash FROM import_staging
-    WHERE import_id = $1 AND errors IS NULL
-), contents AS (
-    -- Two hash aggregations instead of a sort for count(DISTINCT ...): each key's contents,
-    -- then how many there are and where the key first appears.
-    SELECT asset_id, grant_code, leaf_hash, min(row_no) AS first_row
-    FROM valid GROUP BY asset_id, grant_code, leaf_hash
-), keys AS (
-    SELECT asset_id, grant_code, min(first_row) AS first_row, count(*) AS variants
-    FROM contents GROUP BY asset_id, grant_code
-), pending AS ({projection.PENDING_LATEST}
-), decided AS (
-    SELECT v.row_no, v.asset_id, v.grant_code, v.leaf_hash,
-           CASE WHEN k.variants > 1 THEN 'conflict'
-                WHEN l.leaf_hash = v.leaf_hash THEN 'duplicate'
-                WHEN v.row_no = k.first_row THEN 'commit'
-                ELSE 'duplicate' END AS decision,
-           CASE WHEN k.variants > 1 THEN NULL
-                WHEN l.leaf_hash = v.leaf_hash THEN l.revision
-                ELSE coalesce(l.revision, 0) + 1 END AS revision
-    FROM valid v
-    JOIN keys k USING (asset_id, grant_code)
-    LEFT JOIN assets a ON a.asset_id = v.asset_id AND a.grant_code = v.grant_code
-    LEFT JOIN pending p ON p.asset_id = v.asset_id AND p.grant_code = v.grant_code
-    CROSS JOIN LATERAL (
-        SELECT CASE WHEN p.revision > coalesce(a.revision, 0) THEN p.revision ELSE a.revision END AS revision,
-               CASE WHEN p.revision > coalesce(a.revision, 0) THEN p.leaf_hash ELSE a.leaf_hash END AS leaf_hash
-    ) l
-)
-SELECT row_no, asset_id, grant_code, leaf_hash, decision, revision,
-       CASE WHEN decision = 'commit'
-            THEN row_number() OVER (PARTITION BY decision = 'commit' ORDER BY row_no) - 1 END
-FROM decided
-"""
-
-# The rows a conflicting key appears in (the first ten), for the message: conflicts are rare.
-_CONFLICT_ROWS = """
-UPDATE import_decisions d SET conflict_rows = c.sample
-FROM (SELECT asset_id, grant_code, (array_agg(row_no ORDER BY row_no))[1:10] AS sample
-      FROM import_decisions WHERE decision = 'conflict' GROUP BY asset_id, grant_code) c
-WHERE d.decision = 'conflict' AND d.asset_id = c.asset_id AND d.grant_code = c.grant_code
-"""
-
 # The entries of the committed rows. The current-state rows are applied after the commit
 # (ledger.db.projection), not here under the head lock.
 _INSERT_ENTRIES = """
@@ -155,7 +96,7 @@ SELECT $2 + d.ord / $3, d.ord % $3, 'asset', s.record, s.leaf_hash, s.asset_id, 
        d.revision, $1, s.row_no
 FROM import_decisions d
 JOIN import_staging s ON s.import_id = $1 AND s.row_no = d.row_no
-WHERE d.decision = 'commit'
+WHERE d.import_id = $1 AND d.decision = 'commit'
 """
 
 # Row outcomes of the valid rows, from the decisions alone (narrow: no staged record read).
@@ -164,32 +105,13 @@ INSERT INTO import_rows (import_id, row_no, outcome, asset_id, grant_code, revis
 SELECT $1, row_no, CASE WHEN decision = 'commit' THEN 'committed' ELSE 'duplicate' END,
        asset_id, grant_code, revision, leaf_hash
 FROM import_decisions
-WHERE decision <> 'conflict'
-"""
-
-# The quarantined rows: those the policy refused (found through the staging table's partial
-# index) and those of a key with two contents in the manifest.
-_QUARANTINED = """
-SELECT s.row_no, s.asset_id, s.grant_code, s.errors, convert_from(s.cells, 'UTF8')::jsonb AS cells
-FROM import_staging s
-WHERE s.import_id = $1 AND s.errors IS NOT NULL
-UNION ALL
-SELECT s.row_no, s.asset_id, s.grant_code,
-       jsonb_build_array(jsonb_build_object(
-           'field', 'key',
-           'rule', 'duplicate_key_in_manifest',
-           'message', format('asset_id %s with grant_code %s appears with different content in rows %s',
-                             s.asset_id, s.grant_code, array_to_string(d.conflict_rows, ', ')))),
-       convert_from(s.cells, 'UTF8')::jsonb
-FROM import_decisions d
-JOIN import_staging s ON s.import_id = $1 AND s.row_no = d.row_no
-WHERE d.decision = 'conflict'
+WHERE import_id = $1 AND decision <> 'conflict'
 """
 
 _INSERT_QUARANTINED_ROWS = f"""
 INSERT INTO import_rows (import_id, row_no, outcome, asset_id, grant_code, errors, cells)
 SELECT $1, q.row_no, 'quarantined', q.asset_id, q.grant_code, q.errors, q.cells
-FROM ({_QUARANTINED}) q
+FROM ({decisions.QUARANTINED}) q
 """
 
 
@@ -200,109 +122,90 @@ SELECT row_no, decision = 'commit', leaf_hash,
        sha256('\\x00'::bytea || convert_to(format({template}, CASE WHEN decision = 'commit' THEN 'committed'
                                                           ELSE 'duplicate' END,
                                               encode(leaf_hash, 'hex'), row_no), 'UTF8'))
-FROM import_decisions WHERE decision <> 'conflict' ORDER BY row_no
+FROM import_decisions WHERE import_id = $1 AND decision <> 'conflict' ORDER BY row_no
 """.format(template="'" + records.ACCEPTED_OUTCOME_TEMPLATE.decode().replace("%d", "%s").replace("'", "''") + "'")
 
-_QUARANTINED_IN_ORDER = """
-SELECT row_no, errors, cells FROM import_rows
-WHERE import_id = $1 AND outcome = 'quarantined' ORDER BY row_no
-"""
+# Read from staging and the decisions, not from import_rows: the pass may run on a connection
+# of its own, beside the transaction that writes import_rows.
+_QUARANTINED_IN_ORDER = f"SELECT q.row_no, q.errors, q.cells FROM ({decisions.QUARANTINED}) q ORDER BY q.row_no"
 
 
-async def finalize_import(conn: Conn, ctx: ImportContext, *, batch_rows_max: int) -> FinalizeResult:
-    """Classify, commit and account for every staged row of one import, atomically.
+async def finalize_import(
+    conn: Conn, ctx: ImportContext, *, batch_rows_max: int, side: SideConnection | None = None
+) -> FinalizeResult:
+    """Decide, commit and account for every staged row of one import, atomically.
+
+    The decisions are taken first, in a transaction of their own (ledger.db.decisions); the
+    final transaction then takes the head lock, checks that nothing committed since changed
+    them, and writes. With ``side`` (a source of a second connection), the pass that hashes
+    batch roots and the outcomes root runs there meanwhile, instead of after the writes.
 
     A dry run classifies against the ledger and records the row outcomes but takes no
     lock and writes no batch, entry, receipt or asset.
     """
     steps = _Steps()
-    async with conn.transaction():
-        # Locking the import row first makes a concurrent cancel wait for us, or us see it.
-        status = await conn.fetchval("SELECT status FROM imports WHERE id = $1 FOR UPDATE", ctx.import_id)
-        if status == "cancelled":
-            raise ImportCancelled(str(ctx.import_id))
-        if status in ("done", "failed"):
-            raise ImportAlreadyFinished(str(ctx.import_id))
-        head: chain.Head | None = None
-        if not ctx.dry_run:
-            # The head lock serialises linking, and also the dedupe decisions that depend
-            # on what the previous import committed.
-            head = await chain.lock_head(conn)
-        steps.done("lock")
-        # Every statement below joins, groups or sorts the whole import: in memory, not on disk.
-        await conn.execute(f"SET LOCAL work_mem = '{_WORK_MEM}'")
-        await conn.execute(_CLASSIFY)
-        guarded = ctx.staged_rows >= _SET_BASED_ROWS_MIN
-        if guarded:
-            await conn.execute("SET LOCAL enable_nestloop = off")
-        await conn.execute(_DECIDE, ctx.import_id)
-        if guarded:
-            # The statements below look up few rows (conflicts) by index: nested loops are right there.
-            await conn.execute("SET LOCAL enable_nestloop TO DEFAULT")
-        # Statistics for the joins that follow (a temp table has none until analysed).
-        await conn.execute("ANALYZE import_decisions")
-        await conn.execute(_CONFLICT_ROWS)
-        steps.done("decide")
-        await conn.execute(_INSERT_ACCEPTED_ROWS, ctx.import_id)
-        await conn.execute(_INSERT_QUARANTINED_ROWS, ctx.import_id)
-        steps.done("row_outcomes")
-        tally = await _outcome_pass(conn, ctx.import_id, batch_rows_max, hashes=head is not None)
-        counts = tally.counts
-        steps.done("outcome_pass")
-        batches: list[tuple[int, bytes]] = []
-        if head is not None:
-            now = datetime.now(UTC)
-            first_seq = head.seq + 1
-            asset_roots = tally.batch_roots
-            head = await chain.append_batches(conn, head, [_batch("assets", r, n, ctx) for r, n in asset_roots], now)
-            batches = [(first_seq + i, r) for i, (r, _) in enumerate(asset_roots)]
-            if asset_roots:
-                await conn.execute(_INSERT_ENTRIES, ctx.import_id, first_seq, batch_rows_max)
+    import_id = ctx.import_id
+    _check_status(await conn.fetchval("SELECT status FROM imports WHERE id = $1", import_id), import_id)
+    decided_seq = await decisions.decide(conn, import_id, staged_rows=ctx.staged_rows)
+    steps.done("decide")
+    hashes = not ctx.dry_run
+    tally_task: asyncio.Task[_Tally] | None = None
+    if side is not None:
+        tally_task = asyncio.create_task(_side_pass(side, import_id, batch_rows_max, hashes=hashes))
+    try:
+        async with conn.transaction():
+            # Locking the import row first makes a concurrent cancel wait for us, or us see it.
+            status = await conn.fetchval("SELECT status FROM imports WHERE id = $1 FOR UPDATE", import_id)
+            _check_status(status, import_id)
+            head: chain.Head | None = None
+            if not ctx.dry_run:
+                # The head lock serialises linking, and makes the decisions final: nothing
+                # that could change them commits until this transaction does.
+                head = await chain.lock_head(conn)
+            steps.done("lock")
+            if head is not None and await decisions.stale(conn, import_id, decided_seq, staged_rows=ctx.staged_rows):
+                # Rare: a batch committed since the snapshot touched one of our keys.
+                await _drop(tally_task)
+                tally_task = None
+                await decisions.redecide(conn, import_id, staged_rows=ctx.staged_rows)
+                steps.done("redecide")
+            await conn.execute(_INSERT_ACCEPTED_ROWS, import_id)
+            await conn.execute(_INSERT_QUARANTINED_ROWS, import_id)
+            steps.done("row_outcomes")
+            if head is not None:
+                # Entries need only where the import's batches start; their roots come later.
+                async with decisions.set_based(conn, ctx.staged_rows):
+                    await conn.execute(_INSERT_ENTRIES, import_id, head.seq + 1, batch_rows_max)
                 steps.done("entries")
-            outcomes_root = tally.outcomes_root
-            receipt = records.receipt_record(
-                task_id=str(ctx.import_id),
-                lab=ctx.lab,
-                manifest_sha256=ctx.manifest_sha256,
-                policy_name=ctx.policy_name,
-                policy_version=ctx.policy_version,
-                policy_sha256=ctx.policy_sha256,
-                rows_total=counts["total"],
-                rows_committed=counts["committed"],
-                rows_duplicate=counts["duplicate"],
-                rows_quarantined=counts["quarantined"],
-                outcomes_root=outcomes_root.hex(),
-                batches=[(s, h.hex()) for s, h in batches],
-            )
-            receipt_leaf = leaf_hash(receipt)
-            head = await chain.append_batches(conn, head, [_batch("receipt", merkle.root([receipt_leaf]), 1, ctx)], now)
-            seq = head.seq
+            if tally_task is not None:
+                tally = await tally_task
+            else:
+                await conn.execute("SELECT set_config('work_mem', $1, true)", decisions.WORK_MEM)
+                tally = await _outcome_pass(conn, import_id, batch_rows_max, hashes=hashes)
+            counts = tally.counts
+            steps.done("outcome_pass")
+            batches: list[tuple[int, bytes]] = []
+            if head is not None:
+                head, batches = await _link(conn, head, ctx, tally)
             await conn.execute(
                 """
-                INSERT INTO ledger_entries (batch_seq, idx, kind, record, leaf_hash, import_id)
-                VALUES ($1, 0, 'receipt', $2, $3, $4)
+                UPDATE imports SET status = 'done', finished_at = now(), error = NULL,
+                       rows_total = $2, rows_committed = $3, rows_duplicate = $4, rows_quarantined = $5
+                WHERE id = $1
                 """,
-                seq,
-                receipt,
-                receipt_leaf,
-                ctx.import_id,
+                import_id,
+                counts["total"],
+                counts["committed"],
+                counts["duplicate"],
+                counts["quarantined"],
             )
-            await chain.advance_head(conn, head)
-        await conn.execute(
-            """
-            UPDATE imports SET status = 'done', finished_at = now(), error = NULL,
-                   rows_total = $2, rows_committed = $3, rows_duplicate = $4, rows_quarantined = $5
-            WHERE id = $1
-            """,
-            ctx.import_id,
-            counts["total"],
-            counts["committed"],
-            counts["duplicate"],
-            counts["quarantined"],
-        )
-        await conn.execute("DELETE FROM import_staging WHERE import_id = $1", ctx.import_id)
-        steps.done("cleanup")
-    steps.done("commit")
+        steps.done("commit")
+    finally:
+        await _drop(tally_task)
+    # Working state, after the commit: it is not the ledger, and a crash before this line
+    # leaves rows that the next worker start sweeps (decisions.sweep_finished).
+    await decisions.discard_working_rows(conn, import_id)
+    steps.done("cleanup")
     return FinalizeResult(
         rows_total=counts["total"],
         rows_committed=counts["committed"],
@@ -311,6 +214,69 @@ async def finalize_import(conn: Conn, ctx: ImportContext, *, batch_rows_max: int
         batches=batches,
         timings=steps.timings,
     )
+
+
+def _check_status(status: str | None, import_id: uuid.UUID) -> None:
+    if status == "cancelled":
+        raise ImportCancelled(str(import_id))
+    if status in ("done", "failed"):
+        raise ImportAlreadyFinished(str(import_id))
+
+
+async def _side_pass(side: SideConnection, import_id: uuid.UUID, batch_rows_max: int, *, hashes: bool) -> _Tally:
+    async with side() as conn, conn.transaction(readonly=True):
+        # The pass sorts the whole import: in memory.
+        await conn.execute("SELECT set_config('work_mem', $1, true)", decisions.WORK_MEM)
+        return await _outcome_pass(conn, import_id, batch_rows_max, hashes=hashes)
+
+
+async def _drop(task: asyncio.Task[_Tally] | None) -> None:
+    """Stop a side pass whose result will not be used, and wait until it has stopped."""
+    if task is not None and not task.done():
+        task.cancel()
+    if task is not None:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+async def _link(
+    conn: Conn, head: chain.Head, ctx: ImportContext, tally: _Tally
+) -> tuple[chain.Head, list[tuple[int, bytes]]]:
+    """Append the import's asset batches and its receipt to the chain, and move the head."""
+    now = datetime.now(UTC)
+    first_seq = head.seq + 1
+    asset_roots = tally.batch_roots
+    head = await chain.append_batches(conn, head, [_batch("assets", r, n, ctx) for r, n in asset_roots], now)
+    batches = [(first_seq + i, r) for i, (r, _) in enumerate(asset_roots)]
+    counts = tally.counts
+    receipt = records.receipt_record(
+        task_id=str(ctx.import_id),
+        lab=ctx.lab,
+        manifest_sha256=ctx.manifest_sha256,
+        policy_name=ctx.policy_name,
+        policy_version=ctx.policy_version,
+        policy_sha256=ctx.policy_sha256,
+        rows_total=counts["total"],
+        rows_committed=counts["committed"],
+        rows_duplicate=counts["duplicate"],
+        rows_quarantined=counts["quarantined"],
+        outcomes_root=tally.outcomes_root.hex(),
+        batches=[(s, h.hex()) for s, h in batches],
+    )
+    receipt_leaf = leaf_hash(receipt)
+    head = await chain.append_batches(conn, head, [_batch("receipt", merkle.root([receipt_leaf]), 1, ctx)], now)
+    await conn.execute(
+        """
+        INSERT INTO ledger_entries (batch_seq, idx, kind, record, leaf_hash, import_id)
+        VALUES ($1, 0, 'receipt', $2, $3, $4)
+        """,
+        head.seq,
+        receipt,
+        receipt_leaf,
+        ctx.import_id,
+    )
+    await chain.advance_head(conn, head)
+    return head, batches
 
 
 def _batch(kind: str, root: bytes, size: int, ctx: ImportContext) -> chain.NewBatch:
@@ -353,7 +319,9 @@ async def _outcome_pass(conn: Conn, import_id: uuid.UUID, batch_rows_max: int, *
                 outcomes.append(leaf_hash(outcome_bytes((held[0], "quarantined", None, held[1], held[2]))))
             held = await anext(quarantined, None)
 
-    async for row_no, committed, record_hash, outcome_leaf in conn.cursor(_ACCEPTED_IN_ORDER, prefetch=_FETCH_ROWS):
+    async for row_no, committed, record_hash, outcome_leaf in conn.cursor(
+        _ACCEPTED_IN_ORDER, import_id, prefetch=_FETCH_ROWS
+    ):
         if held is not None and held[0] < row_no:
             await quarantined_before(row_no)
         if not committed:

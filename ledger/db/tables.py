@@ -36,6 +36,7 @@ __all__ = [
     "assets_projection",
     "batch_tree",
     "checkpoints",
+    "import_decisions",
     "import_rows",
     "import_staging",
     "imports",
@@ -249,6 +250,24 @@ Index(
     import_staging.c.import_id,
     import_staging.c.row_no,
     postgresql_where=import_staging.c.errors.isnot(None),
+)
+
+# What the decide step made of each valid staged row (ledger.db.decisions), between that step's
+# commit and the final transaction. UNLOGGED for the same reason as staging: it is re-derived.
+import_decisions = Table(
+    "import_decisions",
+    metadata,
+    Column("import_id", UUID(as_uuid=True), nullable=False),
+    Column("row_no", BigInteger, nullable=False),
+    Column("asset_id", Text),
+    Column("grant_code", Text),
+    Column("leaf_hash", LargeBinary),
+    Column("decision", Text, nullable=False),
+    Column("revision", Integer),
+    Column("conflict_rows", ARRAY(BigInteger)),
+    # Position among the import's committed rows, in row order: places the entry in its batch.
+    Column("ord", BigInteger),
+    prefixes=["UNLOGGED"],
 )
 
 # One row per review entry (a decision on a quarantined row), written with the entry and never

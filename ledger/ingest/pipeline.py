@@ -1,9 +1,9 @@
 """One import, start to finish, as the worker runs it.
 
 parse header -> validate + hash rows chunk by chunk -> COPY each chunk into staging
--> one final transaction (ledger_store.finalize_import). Every row ends committed,
-duplicate or quarantined; a refused manifest ends ``failed`` with a coded error and
-leaves nothing behind.
+-> decide every row (ledger.db.decisions) -> one final transaction
+(ledger_store.finalize_import). Every row ends committed, duplicate or quarantined; a
+refused manifest ends ``failed`` with a coded error and leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -20,8 +20,15 @@ import msgspec
 
 from ledger.config import Settings
 from ledger.core.policy import ManifestRefused, Policy
+from ledger.db import decisions
 from ledger.db import imports as imports_db
-from ledger.db.ledger_store import ImportAlreadyFinished, ImportCancelled, ImportContext, finalize_import
+from ledger.db.ledger_store import (
+    ImportAlreadyFinished,
+    ImportCancelled,
+    ImportContext,
+    SideConnection,
+    finalize_import,
+)
 from ledger.db.pool import Conn
 from ledger.ingest.errors import ManifestError
 from ledger.ingest.formats import ReadOptions, open_manifest
@@ -44,7 +51,16 @@ class ImportFailed(Exception):
         self.error: dict[str, Any] = {"code": code, "message": message, **extra}
 
 
-async def run_import(conn: Conn, import_id: uuid.UUID, policies: PolicyRegistry, settings: Settings) -> None:
+async def run_import(
+    conn: Conn,
+    import_id: uuid.UUID,
+    policies: PolicyRegistry,
+    settings: Settings,
+    *,
+    side: SideConnection | None = None,
+) -> None:
+    """Run one import on ``conn``; ``side``, a source of a second connection, lets the final
+    step hash the outcomes beside the writes (ledger.db.ledger_store)."""
     record = await imports_db.get_import(conn, import_id)
     if record is None:
         log.warning("import_missing", task_id=str(import_id))
@@ -58,10 +74,10 @@ async def run_import(conn: Conn, import_id: uuid.UUID, policies: PolicyRegistry,
         record = await imports_db.get_import(conn, import_id)
         if record is None or record.status in imports_db.TERMINAL_STATUSES:
             # E.g. cancelled while its worker was dead: what that worker staged goes too.
-            await conn.execute("DELETE FROM import_staging WHERE import_id = $1", import_id)
+            await decisions.discard_working_rows(conn, import_id)
             bound.info("import_already_finished", stage="pipeline")
             return
-        await _run_locked(conn, record, policies, settings, bound)
+        await _run_locked(conn, record, policies, settings, bound, side)
     finally:
         # A broken connection has released the lock already.
         with suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
@@ -75,7 +91,12 @@ def _lock_key(import_id: uuid.UUID) -> int:
 
 
 async def _run_locked(
-    conn: Conn, record: imports_db.ImportRecord, policies: PolicyRegistry, settings: Settings, bound: Any
+    conn: Conn,
+    record: imports_db.ImportRecord,
+    policies: PolicyRegistry,
+    settings: Settings,
+    bound: Any,
+    side: SideConnection | None,
 ) -> None:
     import_id = record.id
     started = time.perf_counter()
@@ -106,6 +127,7 @@ async def _run_locked(
                 staged_rows=checkpoint.rows,
             ),
             batch_rows_max=settings.batch_rows_max,
+            side=side,
         )
         bound.info(
             "import_done",
@@ -123,7 +145,7 @@ async def _run_locked(
         bound.info("import_already_finished", stage="finalizing")
     except ImportCancelled:
         bound.info("import_cancelled", stage="pipeline")
-        await conn.execute("DELETE FROM import_staging WHERE import_id = $1", import_id)
+        await decisions.discard_working_rows(conn, import_id)
     except ImportFailed as exc:
         bound.info("import_refused", stage="parsing", code=exc.error["code"], reason=str(exc))
         await _fail(conn, import_id, exc.error)
@@ -142,7 +164,7 @@ async def _resume_point(conn: Conn, record: imports_db.ImportRecord, bound: Any)
     """
     import_id = record.id
     if record.checkpoint is None:
-        await conn.execute("DELETE FROM import_staging WHERE import_id = $1", import_id)
+        await decisions.discard_working_rows(conn, import_id)
         return imports_db.Checkpoint()
     checkpoint = msgspec.convert(record.checkpoint, imports_db.Checkpoint)
     await conn.execute(
@@ -151,7 +173,7 @@ async def _resume_point(conn: Conn, record: imports_db.ImportRecord, bound: Any)
     staged = await conn.fetchval("SELECT count(*) FROM import_staging WHERE import_id = $1", import_id)
     if staged != checkpoint.rows:
         bound.warning("checkpoint_lost", stage="parsing", checkpoint_rows=checkpoint.rows, staged_rows=staged)
-        await conn.execute("DELETE FROM import_staging WHERE import_id = $1", import_id)
+        await decisions.discard_working_rows(conn, import_id)
         await imports_db.reset_checkpoint(conn, import_id)
         return imports_db.Checkpoint()
     checkpoint.resumed_at.append(checkpoint.rows)
@@ -167,7 +189,7 @@ async def _resume_point(conn: Conn, record: imports_db.ImportRecord, bound: Any)
 
 
 async def _fail(conn: Conn, import_id: uuid.UUID, error: dict[str, Any]) -> None:
-    await conn.execute("DELETE FROM import_staging WHERE import_id = $1", import_id)
+    await decisions.discard_working_rows(conn, import_id)
     await imports_db.mark_failed(conn, import_id, error)
 
 

@@ -14,7 +14,7 @@ from pgqueuer.qm import QueueManager
 from pgqueuer.queries import Queries
 
 from ledger.config import Settings
-from ledger.db import projection
+from ledger.db import decisions, projection
 from ledger.db.pool import Conn, connect, create_pool
 from ledger.ingest.pipeline import run_import
 from ledger.jobs.queue import IMPORT_ENTRYPOINT
@@ -42,7 +42,11 @@ class Worker:
 
     async def run(self) -> None:
         self._conn = await connect(self.database_url)
-        self._pool = await create_pool(self.database_url, min_size=1, max_size=3)
+        # Two connections a running import (its own, and the side one of its final step), and
+        # one for the projection.
+        self._pool = await create_pool(
+            self.database_url, min_size=1, max_size=2 * self.settings.imports_running_max + 1
+        )
         qm = QueueManager(Queries(AsyncpgDriver(self._conn)))
         self._qm = qm
         if self._stopping:  # asked to stop while connecting
@@ -54,11 +58,12 @@ class Worker:
             assert job.payload is not None
             import_id = uuid.UUID(job.payload.decode())
             async with pool.acquire() as conn:
-                await run_import(conn, import_id, self.policies, self.settings)
+                await run_import(conn, import_id, self.policies, self.settings, side=pool.acquire)
                 await _project(conn)
 
         async with pool.acquire() as conn:
             # Whatever a worker that died after its commit did not get to.
+            await decisions.sweep_finished(conn)
             await _project(conn)
         log.info("worker_started", stage="worker")
         heartbeat = timedelta(seconds=self.settings.job_heartbeat_timeout_seconds)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from ledger.bench.manifest import HEADER, generate_rows
-from ledger.db import ledger_store
+from ledger.db import decisions
 from ledger.db.pool import connect
 from tests.api.helpers import Api
 from tests.jobs.content import digest, ledger_content
@@ -40,7 +40,7 @@ async def test_ledger_content_is_pinned(
     api: Api, database_url: str, set_based_rows_min: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Both plans of the decide statement (the guard of big imports, and the planner's own).
-    monkeypatch.setattr(ledger_store, "_SET_BASED_ROWS_MIN", set_based_rows_min)
+    monkeypatch.setattr(decisions, "SET_BASED_ROWS_MIN", set_based_rows_min)
     first, second = manifests()
     a = await api.run(first, lab="chem-lab")
     b = await api.run(second, lab="chem-lab")
