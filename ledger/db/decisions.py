@@ -52,22 +52,19 @@ INSERT INTO import_decisions (import_id, row_no, asset_id, grant_code, leaf_hash
 WITH valid AS (
     SELECT row_no, asset_id, grant_code, leaf_hash FROM import_staging
     WHERE import_id = $1 AND errors IS NULL
-), contents AS (
-    -- Two hash aggregations instead of a sort for count(DISTINCT ...): each key's contents,
-    -- then how many there are and where the key first appears.
-    SELECT asset_id, grant_code, leaf_hash, min(row_no) AS first_row
-    FROM valid GROUP BY asset_id, grant_code, leaf_hash
 ), keys AS (
-    SELECT asset_id, grant_code, min(first_row) AS first_row, count(*) AS variants
-    FROM contents GROUP BY asset_id, grant_code
+    -- One hash aggregation, no count(DISTINCT ...) sort: a key has two contents in the
+    -- manifest exactly when its least and greatest record hash differ.
+    SELECT asset_id, grant_code, min(row_no) AS first_row, min(leaf_hash) <> max(leaf_hash) AS conflict
+    FROM valid GROUP BY asset_id, grant_code
 ), pending AS ({projection.PENDING_LATEST}
 ), decided AS (
     SELECT v.row_no, v.asset_id, v.grant_code, v.leaf_hash,
-           CASE WHEN k.variants > 1 THEN 'conflict'
+           CASE WHEN k.conflict THEN 'conflict'
                 WHEN l.leaf_hash = v.leaf_hash THEN 'duplicate'
                 WHEN v.row_no = k.first_row THEN 'commit'
                 ELSE 'duplicate' END AS decision,
-           CASE WHEN k.variants > 1 THEN NULL
+           CASE WHEN k.conflict THEN NULL
                 WHEN l.leaf_hash = v.leaf_hash THEN l.revision
                 ELSE coalesce(l.revision, 0) + 1 END AS revision
     FROM valid v

