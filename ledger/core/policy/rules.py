@@ -16,6 +16,7 @@ import msgspec
 
 from ledger.core.policy.checkdigits import CHECK_DIGITS
 from ledger.core.policy.descriptor import FieldSpec
+from ledger.core.policy.fastpath import FastPath, compile_fast_path
 
 __all__ = ["Binding", "Checker", "RowResult", "Violation", "compile_field"]
 
@@ -140,7 +141,7 @@ def _date_checker(name: str) -> Checker:
 class Binding:
     """A policy bound to one manifest's header: validates that manifest's rows."""
 
-    __slots__ = ("_checkers", "_conditions", "_key_positions", "_names", "_order", "_required", "columns")
+    __slots__ = ("_checkers", "_conditions", "_key_positions", "_names", "_order", "_required", "columns", "fast")
 
     def __init__(self, columns: Sequence[str], specs: dict[str, FieldSpec], key_fields: Sequence[str]) -> None:
         """``specs`` in policy order; ``columns`` the field of each header position."""
@@ -159,6 +160,9 @@ class Binding:
         self._key_positions = tuple(position[k] for k in key_fields)
         order = {name: i for i, name in enumerate(specs)}
         self._order: Callable[[Violation], int] = lambda v: order.get(v.field, -1)
+        # (data, key) of a valid row, without a RowResult; None for any other row, which
+        # validate() then explains (fastpath.py).
+        self.fast: FastPath = compile_fast_path(self.columns, specs, key_fields)
 
     def validate(self, cells: Sequence[str]) -> RowResult:
         names = self._names
