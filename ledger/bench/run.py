@@ -56,6 +56,10 @@ class BenchResult(msgspec.Struct, kw_only=True):
     rows_duplicate: int
     rows_quarantined: int
     verified: bool
+    # With --concurrent K: the same K imports one after the other (each submitted when the
+    # previous one is done), on a fresh server in the same run, and this run's time over that.
+    sequential_seconds: float | None = None
+    ratio_to_sequential: float | None = None
 
 
 def _free_port() -> int:
@@ -191,7 +195,8 @@ async def _wait_ready(client: httpx.AsyncClient) -> None:
     raise RuntimeError("the server did not become ready")
 
 
-async def _one_run(paths: list[Path], rows: int, home: Path) -> BenchResult:
+async def _one_run(paths: list[Path], rows: int, home: Path, *, together: bool = True) -> BenchResult:
+    """Import every manifest of ``paths`` on a fresh server: all at once, or one after the other."""
     path, concurrent = paths[0], len(paths)
     from ledger.cli.main import resolve_database
     from ledger.config import Settings
@@ -244,7 +249,7 @@ async def _one_run(paths: list[Path], rows: int, home: Path) -> BenchResult:
                         latencies["status"].append(time.perf_counter() - t0)
                     await asyncio.sleep(0.1)
 
-            async def submit(i: int) -> dict[str, Any]:
+            async def submit(i: int, *, wait_current: bool = True) -> dict[str, Any]:
                 fh = _TimedFile(paths[i])
                 try:
                     response = await client.post(
@@ -267,7 +272,7 @@ async def _one_run(paths: list[Path], rows: int, home: Path) -> BenchResult:
                         done_at[i] = time.perf_counter()
                         break
                     await asyncio.sleep(0.05)
-                while status["status"] == "done" and status.get("assets_current") is False:
+                while wait_current and status["status"] == "done" and status.get("assets_current") is False:
                     await asyncio.sleep(0.05)
                     status = (await client.get(f"/imports/{task_id}")).json()
                 current_at[i] = time.perf_counter()
@@ -277,7 +282,10 @@ async def _one_run(paths: list[Path], rows: int, home: Path) -> BenchResult:
             current_at = [0.0] * concurrent
             sampler = asyncio.create_task(sample())
             start = time.perf_counter()
-            statuses = await asyncio.gather(*(submit(i) for i in range(concurrent)))
+            if together:
+                statuses = list(await asyncio.gather(*(submit(i) for i in range(concurrent))))
+            else:
+                statuses = [await submit(i, wait_current=i == concurrent - 1) for i in range(concurrent)]
             seconds = max(done_at) - start
             assets_current_seconds = max(current_at) - max(done_at)
             done.set()
@@ -330,6 +338,17 @@ def run_bench(rows: int, *, concurrent: int = 1, runs: int = 3, data_dir: Path) 
         with tempfile.TemporaryDirectory(prefix="ledger-bench-", dir=data_dir) as home:
             Path(home).chmod(0o755)  # the embedded server runs as its own system user
             result = asyncio.run(_one_run(paths, rows, Path(home)))
+        if concurrent > 1:
+            # The baseline of "at once": the same imports one after the other, in the same run,
+            # on a fresh server of their own (each waits for the previous one's done).
+            with tempfile.TemporaryDirectory(prefix="ledger-bench-", dir=data_dir) as home:
+                Path(home).chmod(0o755)
+                alone = asyncio.run(_one_run(paths, rows, Path(home), together=False))
+            result = msgspec.structs.replace(
+                result,
+                sequential_seconds=alone.seconds,
+                ratio_to_sequential=round(result.seconds / alone.seconds, 3),
+            )
         print(f"run {i + 1}/{runs}: " + msgspec.json.encode(result).decode(), file=sys.stderr, flush=True)
         results.append(result)
     return results

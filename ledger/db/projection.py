@@ -14,6 +14,7 @@ conflict checks) read the ledger past ``applied_seq`` as well (``PENDING_LATEST`
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import msgspec
@@ -86,16 +87,31 @@ async def projection_state(conn: Conn) -> ProjectionState:
     return ProjectionState(int(row[0]), int(row[1]))
 
 
-async def apply_pending(conn: Conn, *, rows_per_step: int = 10_000) -> int:
+# A final transaction in progress: the projection waits for it between steps.
+_FINALIZING = "SELECT EXISTS (SELECT 1 FROM imports WHERE status = 'finalizing' AND NOT dry_run)"
+_YIELD_POLL_SECONDS = 0.25
+
+
+async def apply_pending(conn: Conn, *, rows_per_step: int = 10_000, yield_seconds_max: float = 60.0) -> int:
     """Apply every committed batch past the watermark; returns how many batches it applied.
 
     Several appliers may run at once (two workers after two commits): each step locks the
     watermark, so they take turns step by step and none applies a batch the other did.
+
+    The projection is a cache of the ledger, and on a small machine it competes for the same
+    CPU and WAL as the next import's final transaction: while one runs, the projection waits
+    between steps (for at most ``yield_seconds_max`` in all, so that a stream of imports
+    cannot starve it). ``GET /imports/{id}`` says meanwhile that the assets are not current.
     """
     started = time.perf_counter()
+    yield_until = time.monotonic() + yield_seconds_max
     applied_batches = 0
     records = 0
+    waited = 0.0
     while True:
+        while time.monotonic() < yield_until and await conn.fetchval(_FINALIZING):
+            await asyncio.sleep(_YIELD_POLL_SECONDS)
+            waited += _YIELD_POLL_SECONDS
         async with conn.transaction():
             applied = await conn.fetchval("SELECT applied_seq FROM assets_projection WHERE id = 1 FOR UPDATE")
             assert applied is not None, "assets_projection row missing: run migrations"
@@ -123,5 +139,6 @@ async def apply_pending(conn: Conn, *, rows_per_step: int = 10_000) -> int:
             batches=applied_batches,
             records=records,
             seconds=round(time.perf_counter() - started, 3),
+            yielded_seconds=round(waited, 2),
         )
     return applied_batches

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -15,7 +16,7 @@ from pgqueuer.queries import Queries
 
 from ledger.config import Settings
 from ledger.db import decisions, projection
-from ledger.db.pool import Conn, connect, create_pool
+from ledger.db.pool import connect, create_pool
 from ledger.ingest.pipeline import run_import
 from ledger.jobs.queue import IMPORT_ENTRYPOINT
 from ledger.logs import get_logger
@@ -43,7 +44,7 @@ class Worker:
     async def run(self) -> None:
         self._conn = await connect(self.database_url)
         # Two connections a running import (its own, and the side one of its final step), and
-        # one for the projection.
+        # one for the projector.
         self._pool = await create_pool(
             self.database_url, min_size=1, max_size=2 * self.settings.imports_running_max + 1
         )
@@ -59,12 +60,16 @@ class Worker:
             import_id = uuid.UUID(job.payload.decode())
             async with pool.acquire() as conn:
                 await run_import(conn, import_id, self.policies, self.settings, side=pool.acquire)
-                await _project(conn)
+            # Applied by the worker's projector, not in this job: the job's slot is free for
+            # the next import while the projection waits for (or follows) its final step.
+            wanted.set()
 
         async with pool.acquire() as conn:
-            # Whatever a worker that died after its commit did not get to.
             await decisions.sweep_finished(conn)
-            await _project(conn)
+        # Whatever a worker that died after its commit did not get to, first of all.
+        wanted = asyncio.Event()
+        wanted.set()
+        projector = asyncio.create_task(_projector(pool, wanted))
         log.info("worker_started", stage="worker")
         heartbeat = timedelta(seconds=self.settings.job_heartbeat_timeout_seconds)
         try:
@@ -78,6 +83,9 @@ class Worker:
                 heartbeat_timeout=heartbeat,
             )
         finally:
+            projector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await projector
             await self._pool.close()
             await self._conn.close()
 
@@ -87,13 +95,20 @@ class Worker:
             self._qm.shutdown.set()
 
 
-async def _project(conn: Conn) -> None:
-    """Bring the current-state projection up to the head. A failure here loses nothing: the
-    watermark stays where it was and the next import, or the next worker start, goes on."""
-    try:
-        await projection.apply_pending(conn)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-        log.exception("projection_failed", stage="projection")
+async def _projector(pool: asyncpg.Pool[Any], wanted: asyncio.Event) -> None:
+    """One per worker: applies the projection whenever a commit asked for it, one run at a time
+    (a run that starts after several commits applies them all)."""
+    while True:
+        await wanted.wait()
+        wanted.clear()
+        try:
+            async with pool.acquire() as conn:
+                await projection.apply_pending(conn)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            # A failure loses nothing (the watermark stays where it was): try again shortly.
+            log.exception("projection_failed", stage="projection")
+            await asyncio.sleep(1.0)
+            wanted.set()
 
 
 def run_worker(settings: Settings, database_url: str) -> None:

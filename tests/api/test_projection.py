@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from ledger.db import projection
-from ledger.db.pool import connect
+from ledger.db.pool import Conn, connect
 from tests.api.helpers import Api, manifest
 
 GOOD = "EQ-0001,NIH-R01GM1,equipment,1,CHM-204,2024-01-15,,,10.00,Centrifuge"
 REVISED = GOOD.replace(",1,CHM-204", ",3,CHM-204")
 OTHER = GOOD.replace("EQ-0001", "EQ-0002")
+
+
+@asynccontextmanager
+async def connect_ctx(database_url: str) -> AsyncIterator[Conn]:
+    conn = await connect(database_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 async def _current(api: Api) -> dict[str, Any]:
@@ -90,3 +102,26 @@ async def test_applying_again_or_out_of_order_never_moves_a_key_backwards(api: A
         await conn.close()
     assert await _current(api) == before
     assert before["EQ-0001"]["revision"] == 2
+
+
+async def test_the_projection_waits_for_a_final_transaction_in_progress(api: Api, database_url: str) -> None:
+    status = await api.run(manifest(GOOD))
+    await _lag(database_url)
+    conn = await connect(database_url)
+    try:
+        # Another import in its final transaction (as far as the projection can tell).
+        await conn.execute("UPDATE imports SET status = 'finalizing' WHERE id = $1", status["task_id"])
+        task = asyncio.create_task(projection.apply_pending(conn))
+        await asyncio.sleep(1.0)
+        assert not task.done()
+        async with connect_ctx(database_url) as other:
+            assert await other.fetchval("SELECT applied_seq FROM assets_projection") == 0
+            await other.execute("UPDATE imports SET status = 'done' WHERE id = $1", status["task_id"])
+        assert await asyncio.wait_for(task, 10) > 0
+        # Bounded: a stream of imports does not starve it.
+        await _lag(database_url)
+        await conn.execute("UPDATE imports SET status = 'finalizing' WHERE id = $1", status["task_id"])
+        assert await asyncio.wait_for(projection.apply_pending(conn, yield_seconds_max=0.5), 10) > 0
+        await conn.execute("UPDATE imports SET status = 'done' WHERE id = $1", status["task_id"])
+    finally:
+        await conn.close()
