@@ -178,7 +178,7 @@ async def mark_failed(conn: Executor, import_id: uuid.UUID, error: dict[str, Any
         """
         UPDATE imports SET status = 'failed', error = $2, finished_at = now(),
                rows_total = 0, rows_committed = 0, rows_duplicate = 0, rows_quarantined = 0
-        WHERE id = $1 AND status <> 'cancelled'
+        WHERE id = $1 AND status NOT IN ('cancelled', 'done')
         """,
         import_id,
         error,

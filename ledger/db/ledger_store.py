@@ -202,9 +202,10 @@ async def finalize_import(
         steps.done("commit")
     finally:
         await _drop(tally_task)
-    # Working state, after the commit: it is not the ledger, and a crash before this line
-    # leaves rows that the next worker start sweeps (decisions.sweep_finished).
-    await decisions.discard_working_rows(conn, import_id)
+    # Working state, after the commit: it is not the ledger, and what a failure or a crash here
+    # leaves behind, the next worker start sweeps (decisions.sweep_finished). The import is done.
+    with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        await decisions.discard_working_rows(conn, import_id)
     steps.done("cleanup")
     return FinalizeResult(
         rows_total=counts["total"],

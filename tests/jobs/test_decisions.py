@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from ledger.bench.manifest import write_manifest
@@ -127,5 +128,33 @@ async def test_working_rows_of_finished_imports_are_swept(database_url: str, tmp
             for t in ("import_staging", "import_decisions")
         }
         assert left == {"import_staging": [running], "import_decisions": [running]}
+    finally:
+        await conn.close()
+
+
+async def test_a_failure_after_the_commit_leaves_the_import_done(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cleanup runs after the commit: if it fails, the import stays done with its counts."""
+    policies = PolicyRegistry.load_dir(ROOT / "policies")
+    conn = await connect(database_url)
+    try:
+        task_id = await _create_import(conn, write_manifest(tmp_path / "m.csv", 50), policies, enqueue=False)
+
+        real = decisions.discard_working_rows
+
+        async def broken(c: Conn, import_id: uuid.UUID) -> None:
+            if await c.fetchval("SELECT status FROM imports WHERE id = $1", import_id) == "done":
+                raise asyncpg.InterfaceError("connection lost after the commit")
+            await real(c, import_id)
+
+        monkeypatch.setattr(decisions, "discard_working_rows", broken)
+        await run_import(conn, task_id, policies, _settings(database_url, tmp_path))
+        record = await imports_db.get_import(conn, task_id)
+        assert record is not None and record.status == "done" and record.rows_committed > 0, record
+        assert await conn.fetchval("SELECT count(*) FROM import_staging") > 0
+        await decisions.sweep_finished(conn)
+        assert await conn.fetchval("SELECT count(*) FROM import_staging") == 0
+        assert await conn.fetchval("SELECT count(*) FROM import_decisions") == 0
     finally:
         await conn.close()
