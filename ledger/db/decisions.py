@@ -52,11 +52,15 @@ INSERT INTO import_decisions (import_id, row_no, asset_id, grant_code, leaf_hash
 WITH valid AS (
     SELECT row_no, asset_id, grant_code, leaf_hash FROM import_staging
     WHERE import_id = $1 AND errors IS NULL
+), contents AS (
+    -- Two hash aggregations instead of a sort for count(DISTINCT ...): each key's contents,
+    -- then how many there are and where the key first appears. (min/max of bytea, one
+    -- aggregation, exist only from PostgreSQL 18.)
+    SELECT asset_id, grant_code, leaf_hash, min(row_no) AS first_row
+    FROM valid GROUP BY asset_id, grant_code, leaf_hash
 ), keys AS (
-    -- One hash aggregation, no count(DISTINCT ...) sort: a key has two contents in the
-    -- manifest exactly when its least and greatest record hash differ.
-    SELECT asset_id, grant_code, min(row_no) AS first_row, min(leaf_hash) <> max(leaf_hash) AS conflict
-    FROM valid GROUP BY asset_id, grant_code
+    SELECT asset_id, grant_code, min(first_row) AS first_row, count(*) > 1 AS conflict
+    FROM contents GROUP BY asset_id, grant_code
 ), pending AS ({projection.PENDING_LATEST}
 ), decided AS (
     SELECT v.row_no, v.asset_id, v.grant_code, v.leaf_hash,
