@@ -166,15 +166,14 @@ async def _decide(conn: Conn, import_id: uuid.UUID, *, staged_rows: int) -> None
 async def set_based(conn: Conn, staged_rows: int) -> AsyncIterator[None]:
     """For the statements inside: in memory, and for big imports without nested loops."""
     # set_config(..., true) is SET LOCAL: whatever happens, it ends with the transaction.
-    big = staged_rows >= SET_BASED_ROWS_MIN
-    await conn.execute(
-        "SELECT set_config('work_mem', $1, true), set_config('enable_nestloop', $2, true)",
-        WORK_MEM,
-        "off" if big else "on",
-    )
+    await conn.execute("SELECT set_config('work_mem', $1, true)", WORK_MEM)
+    if staged_rows < SET_BASED_ROWS_MIN:
+        yield
+        return
+    await conn.execute("SET LOCAL enable_nestloop = off")
     yield
     # The statements after look up few rows by index: nested loops are right there.
-    await conn.execute("SELECT set_config('enable_nestloop', 'on', true)")
+    await conn.execute("SET LOCAL enable_nestloop TO DEFAULT")
 
 
 async def discard_working_rows(conn: Executor, import_id: uuid.UUID) -> None:

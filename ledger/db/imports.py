@@ -198,12 +198,14 @@ async def list_rows(
 ) -> list[RowOutcome]:
     # Rows that did not commit are few and sit in the outcome index (partial: the literal
     # "outcome <> 'committed'" is what lets the planner use it); the rest walk the key.
-    sparse = outcome is not None and outcome != "committed"
+    if outcome is not None and outcome != "committed":
+        which = "outcome <> 'committed' AND outcome = $2"
+    else:
+        which = "($2::text IS NULL OR outcome = $2)"
     rows = await conn.fetch(
         f"""
         SELECT row_no, outcome, asset_id, grant_code, revision, errors FROM import_rows
-        WHERE import_id = $1 AND ($2::text IS NULL OR outcome = $2) AND row_no > $3
-              {"AND outcome <> 'committed' AND outcome = $2" if sparse else ""}
+        WHERE import_id = $1 AND {which} AND row_no > $3
         ORDER BY row_no LIMIT $4
         """,
         import_id,

@@ -62,7 +62,7 @@ class ImportContext(msgspec.Struct, frozen=True, kw_only=True):
     policy_sha256: str
     manifest_sha256: str
     dry_run: bool
-    staged_rows: int = 0  # rows in staging; picks the plan guard below
+    staged_rows: int = 0  # rows in staging; picks the plan guard (decisions.set_based)
 
 
 class FinalizeResult(msgspec.Struct, frozen=True, kw_only=True):

@@ -53,6 +53,10 @@ class Worker:
         if self._stopping:  # asked to stop while connecting
             qm.shutdown.set()
         pool = self._pool
+        # Set by every finished import and once now, for whatever a worker that died after its
+        # commit did not get to: the projector applies the projection when it is set.
+        wanted = asyncio.Event()
+        wanted.set()
 
         @qm.entrypoint(IMPORT_ENTRYPOINT, concurrency_limit=self.settings.imports_running_max)
         async def import_manifest(job: Job) -> None:
@@ -66,9 +70,6 @@ class Worker:
 
         async with pool.acquire() as conn:
             await decisions.sweep_finished(conn)
-        # Whatever a worker that died after its commit did not get to, first of all.
-        wanted = asyncio.Event()
-        wanted.set()
         projector = asyncio.create_task(_projector(pool, wanted))
         log.info("worker_started", stage="worker")
         heartbeat = timedelta(seconds=self.settings.job_heartbeat_timeout_seconds)

@@ -109,6 +109,11 @@ async def test_dirty_manifest_accounts_for_every_row(api: Api) -> None:
             assert error["message"] and error["field"] and error["rule"]
     quarantined = await api.rows(status["task_id"], outcome="quarantined")
     assert [r["row"] for r in quarantined] == [3, 4, 5, 6, 7, 10, 11, 12]
+    # Each outcome filter lists exactly its rows (duplicates through the partial outcome
+    # index, committed rows through the key).
+    for outcome in ("committed", "duplicate", "quarantined"):
+        listed = await api.rows(status["task_id"], outcome=outcome)
+        assert [r["row"] for r in listed] == sorted(n for n, r in rows.items() if r["outcome"] == outcome), outcome
 
 
 async def test_revisions_are_kept_and_history_lists_them(api: Api) -> None:
