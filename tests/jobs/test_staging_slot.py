@@ -34,7 +34,12 @@ async def test_a_big_import_waits_for_the_staging_slot_and_a_small_one_does_not(
         assert await holder.fetchval("SELECT pg_try_advisory_lock($1)", locks.STAGING_SLOT_KEY)
         waiting = await _create_import(conn, path, policies, enqueue=False)
         task = asyncio.create_task(run_import(conn, waiting, policies, big))
-        await asyncio.sleep(1.5)
+        # It reaches the slot (the header is read and the status set just before) and waits.
+        for _ in range(200):
+            if (await _status(other, waiting))[0] == "validating":
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)
         assert not task.done()
         assert await _status(other, waiting) == ("validating", None)  # nothing staged yet
         # A file below the size for processes stages inline, beside the waiting one.
