@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 import msgspec
 
-from ledger.core.canonical import encode, encode_asset_shape
+from ledger.core.canonical import encode, encode_asset_shape, encode_trusted
 from ledger.core.errors import RecordError
 from ledger.core.hashing import sha256
 from ledger.core.limits import integer_max
@@ -22,6 +22,7 @@ __all__ = [
     "BatchHeader",
     "Receipt",
     "asset_record",
+    "asset_record_encoder",
     "chain_hash",
     "encode_header",
     "format_time",
@@ -47,6 +48,22 @@ def asset_record(*, policy: str, lab: str, data: Mapping[str, str | int]) -> byt
     """One committed asset revision. No revision number, time or import id inside: identical
     content gives an identical record hash whenever it is submitted."""
     return encode_asset_shape({"v": FORMAT_VERSION, "type": "asset", "policy": policy, "lab": lab}, dict(data))
+
+
+def asset_record_encoder(*, policy: str, lab: str) -> Callable[[dict[str, str | int]], bytes | None]:
+    """``asset_record`` for the data the valid-row fast path returns (ledger.core.policy.fastpath:
+    field-name keys, stripped strings, integers of at most 18 digits), without re-checking what
+    that path guarantees: the same bytes, or None for a string with a lone surrogate, which only
+    ``asset_record`` can refuse with a reason. tests/core/test_records_fast.py holds the two equal."""
+    version = FORMAT_VERSION
+
+    def encode_data(data: dict[str, str | int]) -> bytes | None:
+        try:
+            return encode_trusted({"v": version, "type": "asset", "policy": policy, "lab": lab, "data": data})
+        except UnicodeEncodeError:
+            return None
+
+    return encode_data
 
 
 def row_outcome(

@@ -81,8 +81,10 @@ WITH valid AS (
     ) l
 )
 SELECT $1, row_no, asset_id, grant_code, leaf_hash, decision, revision,
+       -- A running count in row order, not row_number() partitioned by the decision: the rows
+       -- arrive in row order (the staged heap's), and a sort on row_no alone finds them sorted.
        CASE WHEN decision = 'commit'
-            THEN row_number() OVER (PARTITION BY decision = 'commit' ORDER BY row_no) - 1 END
+            THEN count(*) FILTER (WHERE decision = 'commit') OVER (ORDER BY row_no ROWS UNBOUNDED PRECEDING) - 1 END
 FROM decided
 """
 

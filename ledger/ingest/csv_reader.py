@@ -100,7 +100,9 @@ class CsvManifestReader(TextSourceReader):
                 return self._broken(
                     "record_too_long", f"a line of this record is longer than {field_bytes_max} characters", cells
                 )
-            if not cells or all(not c.strip() for c in cells):
+            # Blank: every cell whitespace, so their concatenation is (the first cell settles
+            # nearly every row without the join).
+            if not cells or (not cells[0].strip() and not "".join(cells).strip()):
                 continue
             if len(cells) > row_cells_max:
                 return self._broken(

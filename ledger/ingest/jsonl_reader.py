@@ -10,6 +10,7 @@ through a float. Blank lines are skipped and not counted.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,12 +36,32 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# A \uD800-\uDFFF escape: half of a UTF-16 pair, text only with its other half.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def _decode(line: str) -> Any:
     # Numbers come back as their own text: no float ever touches a quantity or a cost.
     try:
-        return json.loads(line, parse_float=str, parse_int=str, parse_constant=_no_constant)
+        obj = json.loads(line, parse_float=str, parse_int=str, parse_constant=_no_constant)
     except RecursionError:  # "[[[[..." a million deep: hostile, not a record
         raise ValueError("nested too deeply") from None
+    if isinstance(obj, dict) and _SURROGATE_ESCAPE.search(line):
+        # json reads "\ud800" alone as a lone surrogate, which is no character: nothing can
+        # encode, store or hash it. (A proper pair decodes to one character and passes.)
+        for key, value in obj.items():
+            for text in (key, value):
+                if isinstance(text, str) and not _is_text(text):
+                    raise ValueError(f"field {key!r} holds a lone UTF-16 surrogate escape, which is not text")
+    return obj
+
+
+def _is_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _cell(key: str, value: Any) -> str:

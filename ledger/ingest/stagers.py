@@ -25,7 +25,7 @@ import msgspec
 from ledger.core.policy import ManifestRefused
 from ledger.ingest.errors import ManifestError
 from ledger.ingest.formats import ReadOptions, open_manifest
-from ledger.ingest.staging import encode_copy, stage_chunk
+from ledger.ingest.staging import stage_copy
 
 __all__ = ["StageJob", "StagedChunk", "StagerCrashed", "staged_chunks"]
 
@@ -90,11 +90,11 @@ def _produce(job: StageJob, share: int, shares: int) -> Generator[StagedChunk, N
         for i, chunk in enumerate(_chunks(reader, job.after_row, job.chunk_rows)):
             if i % shares != share:
                 continue
-            staged = stage_chunk(import_id, job.lab, policy, binding, chunk)
+            staged = stage_copy(import_id, job.lab, policy, binding, chunk)
             yield StagedChunk(
-                payload=encode_copy(staged),
-                rows=len(staged),
-                quarantined=sum(1 for row in staged if row[6] is not None),
+                payload=staged.payload,
+                rows=staged.rows,
+                quarantined=staged.quarantined,
                 last_row=chunk[-1].row,
                 bytes_read=reader.bytes_read,
             )

@@ -2,11 +2,14 @@
 
 A chunk of records becomes the bytes of one binary ``COPY import_staging FROM STDIN``, so
 the process that did the CPU work hands the database a ready payload and the process that
-talks to PostgreSQL only forwards bytes.
+talks to PostgreSQL only forwards bytes. ``stage_copy`` does it in one pass, straight from the
+valid-row fast path to COPY bytes; ``stage_chunk`` and ``encode_copy`` are the general path it
+falls back to for every other row, and its reference (tests/ingest/test_staging.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import uuid
 from collections.abc import Iterable, Sequence
@@ -14,12 +17,12 @@ from typing import Any
 
 import msgspec
 
-from ledger.core.hashing import leaf_hash
+from ledger.core.hashing import LEAF_PREFIX, leaf_hash
 from ledger.core.policy import Policy
-from ledger.core.records import asset_record
+from ledger.core.records import asset_record, asset_record_encoder
 from ledger.ingest.limits import quarantined_cell_chars_max
 
-__all__ = ["STAGING_COLUMNS", "StagedRow", "encode_copy", "stage_chunk"]
+__all__ = ["STAGING_COLUMNS", "StagedCopy", "StagedRow", "encode_copy", "stage_chunk", "stage_copy"]
 
 STAGING_COLUMNS = (
     "import_id",
@@ -108,10 +111,66 @@ _JSONB_VERSION = b"\x01"
 _json = msgspec.json.Encoder().encode
 
 
+class StagedCopy(msgspec.Struct, frozen=True, kw_only=True):
+    payload: bytes  # binary COPY data for import_staging
+    rows: int
+    quarantined: int
+
+
+# A valid row's fields after the row number: asset_id's length comes with the head; the
+# leaf hash is always 32 bytes and errors always NULL.
+_VALID_HEAD = struct.Struct("!hi16siqi").pack
+_HASH_LEN = struct.pack("!i", 32)
+_NULL_THEN_LEN = struct.Struct("!ii").pack
+
+
+def stage_copy(import_id: uuid.UUID, lab: str, policy: Policy, binding: Any, chunk: Sequence[Any]) -> StagedCopy:
+    """``encode_copy(stage_chunk(...))`` of a chunk, the same bytes, in one pass: a row the fast
+    path accepts goes from its cells to its COPY bytes with no intermediate row; any other row
+    (refused, broken, or a string only the general encoder can refuse) takes the general path."""
+    parts = [_COPY_HEADER]
+    extend = parts.extend
+    fast, encode_data = binding.fast, asset_record_encoder(policy=policy.name, lab=lab)
+    id_bytes = import_id.bytes
+    sha256 = hashlib.sha256
+    quarantined = 0
+    for rec in chunk:
+        if rec.error is None and (valid := fast(rec.cells)) is not None:
+            data, key = valid
+            body = encode_data(data)
+            if body is not None:
+                asset_id, grant_code, cells = key[0].encode(), key[1].encode(), _json(rec.cells)
+                extend(
+                    (
+                        _VALID_HEAD(8, 16, id_bytes, 8, rec.row, len(asset_id)),
+                        asset_id,
+                        _LEN(len(grant_code)),
+                        grant_code,
+                        _LEN(len(body)),
+                        body,
+                        _HASH_LEN,
+                        sha256(LEAF_PREFIX + body).digest(),
+                        _NULL_THEN_LEN(-1, len(cells)),
+                        cells,
+                    )
+                )
+                continue
+        staged = stage_chunk(import_id, lab, policy, binding, [rec])
+        quarantined += staged[0][6] is not None
+        _encode_rows(staged, parts.append)
+    parts.append(_COPY_TRAILER)
+    return StagedCopy(payload=b"".join(parts), rows=len(chunk), quarantined=quarantined)
+
+
 def encode_copy(rows: Iterable[StagedRow]) -> bytes:
     """The binary COPY payload for ``rows`` in ``STAGING_COLUMNS`` order."""
     parts = [_COPY_HEADER]
-    append = parts.append
+    _encode_rows(rows, parts.append)
+    parts.append(_COPY_TRAILER)
+    return b"".join(parts)
+
+
+def _encode_rows(rows: Iterable[StagedRow], append: Any) -> None:
     for import_id, row_no, asset_id, grant_code, record, hash_, errors, cells in rows:
         append(_ROW_HEAD(8, 16, import_id.bytes, 8, row_no))
         for text in (asset_id, grant_code):
@@ -138,5 +197,3 @@ def encode_copy(rows: Iterable[StagedRow]) -> bytes:
         raw = _json(cells)
         append(_LEN(len(raw)))
         append(raw)
-    append(_COPY_TRAILER)
-    return b"".join(parts)

@@ -256,6 +256,16 @@ def test_json_lines_whose_first_line_is_no_object_are_refused(tmp_path: Path) ->
     assert refused(tmp_path, b'{"a": 1\n{"a": 2}\n').code == "not_tabular"
 
 
+def test_a_lone_surrogate_escape_is_a_quarantined_row_and_a_pair_is_text(tmp_path: Path) -> None:
+    # Read as a lone surrogate, it could be neither stored nor hashed: the import crashed.
+    content = b'{"a": 1, "b": "x"}\n{"a": 2, "b": "bad \\ud800"}\n{"\\uDC00": 3}\n{"a": 4, "b": "\\ud83d\\ude00"}\n'
+    _, _, _, rows = read(tmp_path, content)
+    assert [(r[0], r[2]) for r in rows] == [(1, None), (2, "malformed_record"), (3, "malformed_record"), (4, None)]
+    assert rows[3][1] == ["4", "\U0001f600"]
+    assert rows[1][1] == ['{"a": 2, "b": "bad \\ud800"}']  # the line as written: text
+    assert refused(tmp_path, b'{"a\\ud800": 1}\n').code == "not_tabular"
+
+
 # -- XLSX -------------------------------------------------------------------------------------
 
 
