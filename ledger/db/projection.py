@@ -66,9 +66,14 @@ SELECT l.asset_id, l.grant_code, r.rec ->> 'lab', r.rec -> 'data' ->> 'category'
        b.committed_at
 FROM latest l
 JOIN ledger_batches b ON b.seq = l.batch_seq
-CROSS JOIN LATERAL (SELECT convert_from(l.record, 'UTF8')::jsonb AS rec) r
+-- OFFSET 0 keeps the subquery a subquery: pulled up, its expression was copied into each of
+-- the four uses above, and every record was parsed into jsonb four times.
+CROSS JOIN LATERAL (SELECT convert_from(l.record, 'UTF8')::jsonb AS rec OFFSET 0) r
 {ASSETS_UPSERT}
 """
+
+# A step's sort of its entries by key fits in memory (10,000 records ~ 4 MB, the default).
+_STEP_WORK_MEM = "64MB"
 
 # Batches looked at per step; a step ends early once it holds rows_per_step records.
 _BATCHES_PER_STEP = 1000
@@ -113,6 +118,7 @@ async def apply_pending(conn: Conn, *, rows_per_step: int = 10_000, yield_second
             await asyncio.sleep(_YIELD_POLL_SECONDS)
             waited += _YIELD_POLL_SECONDS
         async with conn.transaction():
+            await conn.execute("SELECT set_config('work_mem', $1, true)", _STEP_WORK_MEM)
             applied = await conn.fetchval("SELECT applied_seq FROM assets_projection WHERE id = 1 FOR UPDATE")
             assert applied is not None, "assets_projection row missing: run migrations"
             batches = await conn.fetch(
