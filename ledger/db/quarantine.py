@@ -321,8 +321,8 @@ async def insert_corrections(conn: Conn, corrections: Sequence[NewCorrection], n
         SELECT ins.asset_id, ins.grant_code, r.rec ->> 'lab', r.rec -> 'data' ->> 'category',
                r.rec -> 'data' ->> 'location', ins.revision, ins.id, ins.batch_seq, ins.leaf_hash,
                r.rec -> 'data', $10
-        FROM ins CROSS JOIN LATERAL (SELECT convert_from(ins.record, 'UTF8')::jsonb AS rec) r
-        """
+        FROM ins CROSS JOIN LATERAL (SELECT convert_from(ins.record, 'UTF8')::jsonb AS rec OFFSET 0) r
+        """  # OFFSET 0: each record parsed once (ledger.db.projection says why)
         + projection.ASSETS_UPSERT,
         [c.batch_seq for c in corrections],
         [c.idx for c in corrections],
