@@ -1,7 +1,7 @@
 """What an import leaves in the ledger, without what legitimately differs between runs.
 
 Batch times, chain hashes and task ids differ between two runs of the same manifest; the
-records, leaf hashes, batch hashes, row outcomes and receipt figures must not.
+records, leaf hashes, batch hashes, row outcomes, receipt figures and projected assets must not.
 """
 
 from __future__ import annotations
@@ -12,10 +12,15 @@ from typing import Any
 
 import msgspec
 
+from ledger.db import projection
 from ledger.db.pool import Conn
 
 
 async def ledger_content(conn: Conn) -> dict[str, Any]:
+    # The current-state projection first, brought up to date: a worker's projector may or may
+    # not have applied it yet (a race that made two equal runs compare unequal), and what it
+    # applies does not depend on who applies it.
+    await projection.apply_pending(conn, yield_seconds_max=0)
     entries = await conn.fetch(
         """
         SELECT batch_seq, idx, record, leaf_hash, asset_id, grant_code, revision, row_no
