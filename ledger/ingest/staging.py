@@ -9,7 +9,6 @@ falls back to for every other row, and its reference (tests/ingest/test_staging.
 
 from __future__ import annotations
 
-import hashlib
 import struct
 import uuid
 from collections.abc import Iterable, Sequence
@@ -17,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from ledger.core.hashing import LEAF_PREFIX, leaf_hash
+from ledger.core.hashing import leaf_hash
 from ledger.core.policy import Policy
 from ledger.core.records import asset_record, asset_record_encoder
 from ledger.ingest.limits import quarantined_cell_chars_max
@@ -132,7 +131,6 @@ def stage_copy(import_id: uuid.UUID, lab: str, policy: Policy, binding: Any, chu
     extend = parts.extend
     fast, encode_data = binding.fast, asset_record_encoder(policy=policy.name, lab=lab)
     id_bytes = import_id.bytes
-    sha256 = hashlib.sha256
     quarantined = 0
     for rec in chunk:
         if rec.error is None and (valid := fast(rec.cells)) is not None:
@@ -149,7 +147,7 @@ def stage_copy(import_id: uuid.UUID, lab: str, policy: Policy, binding: Any, chu
                         _LEN(len(body)),
                         body,
                         _HASH_LEN,
-                        sha256(LEAF_PREFIX + body).digest(),
+                        leaf_hash(body),
                         _NULL_THEN_LEN(-1, len(cells)),
                         cells,
                     )
