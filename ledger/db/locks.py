@@ -12,7 +12,7 @@ import asyncpg
 
 from ledger.db.pool import Conn
 
-__all__ = ["STAGING_SLOT_KEY", "import_key", "staging_slot"]
+__all__ = ["STAGING_SLOT_KEY", "import_key", "import_lock", "staging_slot"]
 
 # One key, shared by every worker: the set of staging processes is the machine's CPUs.
 STAGING_SLOT_KEY = int.from_bytes(b"ldgstage", "big", signed=True)
@@ -24,6 +24,17 @@ def import_key(import_id: uuid.UUID) -> int:
     # An advisory lock takes a signed 64-bit key; 64 bits of the uuid are unique enough, and a
     # collision would only make two imports take turns.
     return int.from_bytes(import_id.bytes[:8], "big", signed=True)
+
+
+@asynccontextmanager
+async def import_lock(conn: Conn, import_id: uuid.UUID) -> AsyncIterator[None]:
+    """Hold the import's own lock for the body, waiting for a run of it that holds it now."""
+    key = import_key(import_id)
+    await conn.execute("SELECT pg_advisory_lock($1)", key)
+    try:
+        yield
+    finally:
+        await _unlock(conn, key)
 
 
 @asynccontextmanager
@@ -42,6 +53,10 @@ async def staging_slot(conn: Conn, *, give_up: Callable[[], Awaitable[None]]) ->
     try:
         yield
     finally:
-        # A broken connection has released the lock already.
-        with suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-            await conn.execute("SELECT pg_advisory_unlock($1)", STAGING_SLOT_KEY)
+        await _unlock(conn, STAGING_SLOT_KEY)
+
+
+async def _unlock(conn: Conn, key: int) -> None:
+    # A broken connection has released the lock already.
+    with suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        await conn.execute("SELECT pg_advisory_unlock($1)", key)

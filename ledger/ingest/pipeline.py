@@ -11,11 +11,10 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import aclosing, nullcontext, suppress
+from contextlib import aclosing, nullcontext
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import msgspec
 
 from ledger.config import Settings
@@ -69,8 +68,7 @@ async def run_import(
     # A job re-picked while its first run still lives (a late heartbeat) waits here for it,
     # then finds it finished: two runs of one import never stage or finalize side by side.
     # The lock is the connection's, so a killed worker releases it with its connection.
-    await conn.execute("SELECT pg_advisory_lock($1)", locks.import_key(import_id))
-    try:
+    async with locks.import_lock(conn, import_id):
         record = await imports_db.get_import(conn, import_id)
         if record is None or record.status in imports_db.TERMINAL_STATUSES:
             # E.g. cancelled while its worker was dead: what that worker staged goes too.
@@ -78,10 +76,6 @@ async def run_import(
             bound.info("import_already_finished", stage="pipeline")
             return
         await _run_locked(conn, record, policies, settings, bound, side)
-    finally:
-        # A broken connection has released the lock already.
-        with suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-            await conn.execute("SELECT pg_advisory_unlock($1)", locks.import_key(import_id))
 
 
 async def _run_locked(

@@ -41,60 +41,25 @@ StagedRow = tuple[
 
 def stage_chunk(import_id: uuid.UUID, lab: str, policy: Policy, binding: Any, chunk: Sequence[Any]) -> list[StagedRow]:
     """Validate, normalise and hash one chunk of records."""
-    out: list[StagedRow] = []
-    name = policy.name
-    validate, fast = binding.validate, binding.fast
-    for rec in chunk:
-        if rec.error is not None:
-            out.append(
-                (
-                    import_id,
-                    rec.row,
-                    None,
-                    None,
-                    None,
-                    None,
-                    [{"field": "row", "rule": rec.error.rule, "message": rec.error.message}],
-                    rec.cells,
-                )
-            )
-            continue
-        valid = fast(rec.cells)
-        if valid is not None:
-            data, key = valid
-            body = asset_record(policy=name, lab=lab, data=data)
-            out.append((import_id, rec.row, key[0], key[1], body, leaf_hash(body), None, rec.cells))
-            continue
-        result = validate(rec.cells)
+    return [_stage_row(import_id, lab, policy, binding, rec) for rec in chunk]
+
+
+def _stage_row(import_id: uuid.UUID, lab: str, policy: Policy, binding: Any, rec: Any) -> StagedRow:
+    if rec.error is not None:
+        errors = [{"field": "row", "rule": rec.error.rule, "message": rec.error.message}]
+        return (import_id, rec.row, None, None, None, None, errors, rec.cells)
+    valid = binding.fast(rec.cells)
+    if valid is None:
+        result = binding.validate(rec.cells)
         if result.errors:
-            out.append(
-                (
-                    import_id,
-                    rec.row,
-                    None,
-                    None,
-                    None,
-                    None,
-                    [{"field": v.field, "rule": v.rule, "message": v.message} for v in result.errors],
-                    [c[:quarantined_cell_chars_max] for c in rec.cells],
-                )
-            )
-            continue
+            errors = [{"field": v.field, "rule": v.rule, "message": v.message} for v in result.errors]
+            cells = [c[:quarantined_cell_chars_max] for c in rec.cells]
+            return (import_id, rec.row, None, None, None, None, errors, cells)
         assert result.data is not None and result.key is not None
-        body = asset_record(policy=name, lab=lab, data=result.data)
-        out.append(
-            (
-                import_id,
-                rec.row,
-                result.key[0],
-                result.key[1],
-                body,
-                leaf_hash(body),
-                None,
-                rec.cells,
-            )
-        )
-    return out
+        valid = (result.data, result.key)
+    data, key = valid
+    body = asset_record(policy=policy.name, lab=lab, data=data)
+    return (import_id, rec.row, key[0], key[1], body, leaf_hash(body), None, rec.cells)
 
 
 # PostgreSQL's binary COPY framing: signature, flags, header extension length; -1 ends it.
@@ -153,9 +118,9 @@ def stage_copy(import_id: uuid.UUID, lab: str, policy: Policy, binding: Any, chu
                     )
                 )
                 continue
-        staged = stage_chunk(import_id, lab, policy, binding, [rec])
-        quarantined += staged[0][6] is not None
-        _encode_rows(staged, parts.append)
+        staged = _stage_row(import_id, lab, policy, binding, rec)
+        quarantined += staged[6] is not None
+        _encode_rows((staged,), parts.append)
     parts.append(_COPY_TRAILER)
     return StagedCopy(payload=b"".join(parts), rows=len(chunk), quarantined=quarantined)
 
