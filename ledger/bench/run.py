@@ -53,6 +53,11 @@ class BenchResult(msgspec.Struct, kw_only=True):
     assets_p95_ms: float | None
     status_p50_ms: float | None
     status_p95_ms: float | None
+    # How far the import's ETA was off, in percent of the time that was really left (+ too
+    # late, - too early), at a quarter, half and three quarters of its run; None: it said unknown.
+    eta_error_25_pct: float | None
+    eta_error_50_pct: float | None
+    eta_error_75_pct: float | None
     rows_committed: int
     rows_duplicate: int
     rows_quarantined: int
@@ -274,6 +279,8 @@ async def _one_run(paths: list[Path], rows: int, home: Path, *, together: bool =
                 task_ids.append(task_id)
                 while True:
                     status: dict[str, Any] = (await client.get(f"/imports/{task_id}")).json()
+                    if i == 0:
+                        etas.append((time.perf_counter(), status.get("eta_seconds")))
                     if status["status"] in ("done", "failed", "cancelled"):
                         done_at[i] = time.perf_counter()
                         break
@@ -284,6 +291,7 @@ async def _one_run(paths: list[Path], rows: int, home: Path, *, together: bool =
                 current_at[i] = time.perf_counter()
                 return status
 
+            etas: list[tuple[float, float | None]] = []  # (when, what the first import's ETA said)
             done_at = [0.0] * concurrent
             current_at = [0.0] * concurrent
             sampler = asyncio.create_task(sample())
@@ -300,6 +308,7 @@ async def _one_run(paths: list[Path], rows: int, home: Path, *, together: bool =
             if failed:
                 raise RuntimeError(f"import failed: {failed[0]['error']}")
             verified = (await client.get("/audit/verify")).json()["ok"]
+    eta_error = {q: _eta_error(etas, start, done_at[0], q) for q in (0.25, 0.5, 0.75)}
     total_rows = rows * concurrent
     big = [e for e in events if e.get("rows", e.get("rows_total", 0)) == rows]
     staged = [e for e in big if e.get("event") == "staged"]
@@ -324,11 +333,25 @@ async def _one_run(paths: list[Path], rows: int, home: Path, *, together: bool =
         assets_p95_ms=_percentile(latencies["assets"], 0.95),
         status_p50_ms=_percentile(latencies["status"], 0.50),
         status_p95_ms=_percentile(latencies["status"], 0.95),
+        eta_error_25_pct=eta_error[0.25],
+        eta_error_50_pct=eta_error[0.5],
+        eta_error_75_pct=eta_error[0.75],
         rows_committed=sum(s["rows_committed"] for s in statuses),
         rows_duplicate=sum(s["rows_duplicate"] for s in statuses),
         rows_quarantined=sum(s["rows_quarantined"] for s in statuses),
         verified=bool(verified),
     )
+
+
+def _eta_error(etas: list[tuple[float, float | None]], start: float, end: float, at: float) -> float | None:
+    """The ETA sampled nearest ``at`` of the way from ``start`` to ``end``, as a percentage off
+    the time that was really left then."""
+    target = start + at * (end - start)
+    when, eta = min(etas, key=lambda sample: abs(sample[0] - target), default=(target, None))
+    left = end - when
+    if eta is None or left <= 0:
+        return None
+    return round(100 * (eta - left) / left, 1)
 
 
 def run_bench(rows: int, *, concurrent: int = 1, runs: int = 3, data_dir: Path) -> list[BenchResult]:

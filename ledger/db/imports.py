@@ -21,6 +21,7 @@ __all__ = [
     "get_import",
     "insert_import",
     "iter_quarantined",
+    "learn_finalize_cost",
     "list_rows",
     "mark_failed",
     "reset_checkpoint",
@@ -59,6 +60,8 @@ class ImportRecord(msgspec.Struct, frozen=True, kw_only=True):
     format: dict[str, Any] | None = None
     warnings: list[dict[str, Any]] = []
     checkpoint: dict[str, Any] | None = None
+    finalizing_at: datetime | None = None
+    finalize_seconds_per_row: float | None = None
 
 
 class Checkpoint(msgspec.Struct, kw_only=True):
@@ -125,7 +128,8 @@ async def set_status(conn: Executor, import_id: uuid.UUID, status: str) -> None:
         """
         UPDATE imports SET status = $2,
                started_at = CASE WHEN started_at IS NULL AND $2 <> 'queued' THEN now() ELSE started_at END,
-               finished_at = CASE WHEN $2 IN ('done', 'failed', 'cancelled') THEN now() ELSE finished_at END
+               finished_at = CASE WHEN $2 IN ('done', 'failed', 'cancelled') THEN now() ELSE finished_at END,
+               finalizing_at = CASE WHEN $2 = 'finalizing' THEN now() ELSE finalizing_at END
         WHERE id = $1 AND status NOT IN ('done', 'failed', 'cancelled')
         """,
         import_id,
@@ -146,6 +150,33 @@ async def set_progress(conn: Executor, import_id: uuid.UUID, *, rows: int, quara
         bytes_read,
     )
     return status
+
+
+# The history the final step's cost is learned from: the latest finished imports of the same kind
+# (a dry run writes no entries) big enough for the per-row cost to dominate the fixed one.
+FINALIZE_HISTORY_IMPORTS = 10
+FINALIZE_HISTORY_ROWS_MIN = 10_000
+
+
+async def learn_finalize_cost(conn: Executor, import_id: uuid.UUID) -> float | None:
+    """Record on the import what the final step cost a row in this server's recent imports
+    (their final seconds over their rows, so the big ones weigh most); None with no history."""
+    cost: float | None = await conn.fetchval(
+        """
+        UPDATE imports i SET finalize_seconds_per_row = (
+            SELECT sum(extract(epoch FROM recent.finished_at - recent.finalizing_at)) / sum(recent.rows_total)
+            FROM (SELECT p.finished_at, p.finalizing_at, p.rows_total FROM imports p
+                  WHERE p.status = 'done' AND p.finalizing_at IS NOT NULL AND p.dry_run = i.dry_run
+                    AND p.rows_total >= $2 AND p.id <> i.id
+                  ORDER BY p.finished_at DESC LIMIT $3) recent)
+        WHERE i.id = $1
+        RETURNING i.finalize_seconds_per_row
+        """,
+        import_id,
+        FINALIZE_HISTORY_ROWS_MIN,
+        FINALIZE_HISTORY_IMPORTS,
+    )
+    return cost
 
 
 async def save_checkpoint(conn: Executor, import_id: uuid.UUID, checkpoint: Checkpoint) -> str:

@@ -187,9 +187,12 @@ async def finalize_import(
             batches: list[tuple[int, bytes]] = []
             if head is not None:
                 head, batches = await _link(conn, head, ctx, tally)
+            # clock_timestamp(), not now(): now() is when this transaction began, before
+            # everything it writes, and the import's duration (its rows/s, the final step's
+            # cost its successors' ETAs learn from) runs to here.
             await conn.execute(
                 """
-                UPDATE imports SET status = 'done', finished_at = now(), error = NULL,
+                UPDATE imports SET status = 'done', finished_at = clock_timestamp(), error = NULL,
                        rows_total = $2, rows_committed = $3, rows_duplicate = $4, rows_quarantined = $5
                 WHERE id = $1
                 """,

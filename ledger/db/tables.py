@@ -13,6 +13,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Double,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
@@ -110,6 +111,11 @@ imports = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("started_at", DateTime(timezone=True)),
     Column("finished_at", DateTime(timezone=True)),
+    # When the import entered its final transaction, and what that step was expected to cost a
+    # staged row, learned from this server's recent imports when it started: with the bytes
+    # read, what its ETA is made of (ledger.services.imports.eta_seconds).
+    Column("finalizing_at", DateTime(timezone=True)),
+    Column("finalize_seconds_per_row", Double),
     # What the submitter asked for about the file (encoding, sheet); the detected format; what
     # the reader noticed but did not refuse (a Windows-1252 fallback, say).
     Column("options", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
@@ -121,6 +127,13 @@ imports = Table(
     UniqueConstraint("lab", "idempotency_key", name="imports_lab_idempotency_key"),
 )
 Index("imports_lab_created_idx", imports.c.lab, imports.c.created_at)
+# The most recent finished imports whose final step was timed: the history the ETA learns from.
+Index(
+    "imports_finalized_idx",
+    imports.c.dry_run,
+    imports.c.finished_at,
+    postgresql_where=(imports.c.status == "done") & imports.c.finalizing_at.isnot(None),
+)
 
 # One row, locked FOR UPDATE by whoever links the next batch: the only serial point.
 ledger_head = Table(

@@ -92,6 +92,8 @@ async def _run_locked(
         policy = _policy_for(policies, record)
         checkpoint = await _resume_point(conn, record, bound)
         await imports_db.set_status(conn, import_id, "parsing")
+        # For the ETA: what the final step is likely to cost, from the imports before this one.
+        await imports_db.learn_finalize_cost(conn, import_id)
         checkpoint = await _stage(conn, record, policy, settings, checkpoint, bound)
         bound.info(
             "staged",

@@ -137,3 +137,16 @@ async def test_events_of_a_finished_import_end_with_its_outcome(api: Api) -> Non
     response = await api.client.get(f"/imports/{status['task_id']}/events", headers=api.auth("manager"))
     assert "event: done" in response.text
     assert json.loads(response.text.split("data: ")[-1].split("\n")[0])["rows_committed"] == 1
+
+
+async def test_a_finished_import_reports_its_rate_and_when_its_final_step_ran(api: Api, db: Any) -> None:
+    status = await api.run(rows(50))
+    assert status["status"] == "done" and status["eta_seconds"] == 0.0
+    assert status["rows_per_second"] > 0
+    import_id = uuid.UUID(status["task_id"])
+    timing = await db.fetchrow("SELECT started_at, finalizing_at, finished_at FROM imports WHERE id = $1", import_id)
+    assert timing["started_at"] <= timing["finalizing_at"] <= timing["finished_at"]
+    # Finished when its transaction had written everything, not when that transaction began:
+    # after the time its batches were linked at.
+    linked = await db.fetchval("SELECT max(committed_at) FROM ledger_batches WHERE import_id = $1", import_id)
+    assert linked <= timing["finished_at"]
