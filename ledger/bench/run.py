@@ -53,8 +53,9 @@ class BenchResult(msgspec.Struct, kw_only=True):
     assets_p95_ms: float | None
     status_p50_ms: float | None
     status_p95_ms: float | None
-    # How far the import's ETA was off, in percent of the time that was really left (+ too
-    # late, - too early), at a quarter, half and three quarters of its run; None: it said unknown.
+    # How far the import's ETA was off, in percent of the time that was really left (+: it
+    # promised a later end than came, -: an earlier one), at a quarter, half and three quarters
+    # of its run; None: it said unknown. A fresh server: the ETA had no history to learn from.
     eta_error_25_pct: float | None
     eta_error_50_pct: float | None
     eta_error_75_pct: float | None
@@ -66,6 +67,9 @@ class BenchResult(msgspec.Struct, kw_only=True):
     # previous one is done), on a fresh server in the same run, and this run's time over that.
     sequential_seconds: float | None = None
     ratio_to_sequential: float | None = None
+    # With --concurrent K: how far the ETA of the last of those one-after-the-other imports was
+    # off, at a quarter, half and three quarters of its run; it learned from the ones before it.
+    eta_learned_error_pct: dict[str, float | None] | None = None
 
 
 def _free_port() -> int:
@@ -279,7 +283,7 @@ async def _one_run(paths: list[Path], rows: int, home: Path, *, together: bool =
                 task_ids.append(task_id)
                 while True:
                     status: dict[str, Any] = (await client.get(f"/imports/{task_id}")).json()
-                    if i == 0:
+                    if i == watched:
                         etas.append((time.perf_counter(), status.get("eta_seconds")))
                     if status["status"] in ("done", "failed", "cancelled"):
                         done_at[i] = time.perf_counter()
@@ -291,7 +295,10 @@ async def _one_run(paths: list[Path], rows: int, home: Path, *, together: bool =
                 current_at[i] = time.perf_counter()
                 return status
 
-            etas: list[tuple[float, float | None]] = []  # (when, what the first import's ETA said)
+            # What one import's ETA said, and when: at once, the first; one after the other, the
+            # last, which has the others to learn from.
+            watched = 0 if together else concurrent - 1
+            etas: list[tuple[float, float | None]] = []
             done_at = [0.0] * concurrent
             current_at = [0.0] * concurrent
             sampler = asyncio.create_task(sample())
@@ -308,7 +315,8 @@ async def _one_run(paths: list[Path], rows: int, home: Path, *, together: bool =
             if failed:
                 raise RuntimeError(f"import failed: {failed[0]['error']}")
             verified = (await client.get("/audit/verify")).json()["ok"]
-    eta_error = {q: _eta_error(etas, start, done_at[0], q) for q in (0.25, 0.5, 0.75)}
+    began = start if together or watched == 0 else done_at[watched - 1]
+    eta_error = {q: _eta_error(etas, began, done_at[watched], q) for q in (0.25, 0.5, 0.75)}
     total_rows = rows * concurrent
     big = [e for e in events if e.get("rows", e.get("rows_total", 0)) == rows]
     staged = [e for e in big if e.get("event") == "staged"]
@@ -378,6 +386,11 @@ def run_bench(rows: int, *, concurrent: int = 1, runs: int = 3, data_dir: Path) 
                 result,
                 sequential_seconds=alone.seconds,
                 ratio_to_sequential=round(result.seconds / alone.seconds, 3),
+                eta_learned_error_pct={
+                    "25%": alone.eta_error_25_pct,
+                    "50%": alone.eta_error_50_pct,
+                    "75%": alone.eta_error_75_pct,
+                },
             )
         print(f"run {i + 1}/{runs}: " + msgspec.json.encode(result).decode(), file=sys.stderr, flush=True)
         results.append(result)
