@@ -394,9 +394,11 @@ def progress_of(record: imports_db.ImportRecord, now: datetime) -> Progress:
 
 
 # With no history to learn from, the final step is taken to last this many times as long as
-# staging took. Measured on the reference machine (docs/PERFORMANCE.md): about 1.3 for 100,000
-# rows, 1.9 for 1M. The first finished import of 10,000 rows or more replaces the guess.
-FINAL_STEP_TO_STAGING = 1.5
+# staging took: 1.8 - 2.0 for 1M rows on the reference machine, where the wait is long enough
+# for an ETA to matter (docs/PERFORMANCE.md; about 1.3 for 100,000 rows, whose staging is
+# mostly start-up). The final step's cost per row hardly depends on the size (21 - 25 us a row
+# for both), so the first finished import of 10,000 rows or more replaces the guess for good.
+FINAL_STEP_TO_STAGING = 1.9
 
 
 def eta_seconds(record: imports_db.ImportRecord, now: datetime) -> float | None:
