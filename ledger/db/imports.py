@@ -153,7 +153,9 @@ async def set_progress(conn: Executor, import_id: uuid.UUID, *, rows: int, quara
 
 
 # The history the final step's cost is learned from: the latest finished imports of the same kind
-# (a dry run writes no entries) big enough for the per-row cost to dominate the fixed one.
+# (a dry run writes no entries) big enough for the per-row cost to dominate the fixed one. The
+# minimum is also the predicate of their index (imports_finalized_idx, migration 0009), and is
+# written into the query as a literal so that the planner can see the index applies.
 FINALIZE_HISTORY_IMPORTS = 10
 FINALIZE_HISTORY_ROWS_MIN = 10_000
 
@@ -162,18 +164,18 @@ async def learn_finalize_cost(conn: Executor, import_id: uuid.UUID) -> float | N
     """Record on the import what the final step cost a row in this server's recent imports
     (their final seconds over their rows, so the big ones weigh most); None with no history."""
     cost: float | None = await conn.fetchval(
-        """
+        f"""
         UPDATE imports i SET finalize_seconds_per_row = (
             SELECT sum(extract(epoch FROM recent.finished_at - recent.finalizing_at)) / sum(recent.rows_total)
             FROM (SELECT p.finished_at, p.finalizing_at, p.rows_total FROM imports p
-                  WHERE p.status = 'done' AND p.finalizing_at IS NOT NULL AND p.dry_run = i.dry_run
-                    AND p.rows_total >= $2 AND p.id <> i.id
-                  ORDER BY p.finished_at DESC LIMIT $3) recent)
+                  WHERE p.status = 'done' AND p.finalizing_at IS NOT NULL
+                    AND p.rows_total >= {int(FINALIZE_HISTORY_ROWS_MIN)}
+                    AND p.dry_run = i.dry_run AND p.id <> i.id
+                  ORDER BY p.finished_at DESC LIMIT $2) recent)
         WHERE i.id = $1
         RETURNING i.finalize_seconds_per_row
         """,
         import_id,
-        FINALIZE_HISTORY_ROWS_MIN,
         FINALIZE_HISTORY_IMPORTS,
     )
     return cost

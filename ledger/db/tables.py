@@ -132,7 +132,7 @@ Index(
     "imports_finalized_idx",
     imports.c.dry_run,
     imports.c.finished_at,
-    postgresql_where=(imports.c.status == "done") & imports.c.finalizing_at.isnot(None),
+    postgresql_where=text("status = 'done' AND finalizing_at IS NOT NULL AND rows_total >= 10000"),
 )
 
 # One row, locked FOR UPDATE by whoever links the next batch: the only serial point.

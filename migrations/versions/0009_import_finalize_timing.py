@@ -27,7 +27,7 @@ def upgrade() -> None:
         "imports_finalized_idx",
         "imports",
         ["dry_run", "finished_at"],
-        postgresql_where=sa.text("status = 'done' AND finalizing_at IS NOT NULL"),
+        postgresql_where=sa.text("status = 'done' AND finalizing_at IS NOT NULL AND rows_total >= 10000"),
     )
 
 

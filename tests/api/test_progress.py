@@ -138,3 +138,10 @@ async def test_the_final_step_cost_is_learned_from_recent_finished_imports_of_th
     for i in range(FINALIZE_HISTORY_IMPORTS):
         await _finished(db, rows=10_000, final_seconds=0.2, ended=1000 + i)
     assert await learn_finalize_cost(db, new) == pytest.approx(0.2 / 10_000)
+
+
+async def test_the_history_index_covers_exactly_the_imports_learned_from(db: Any) -> None:
+    from ledger.db.imports import FINALIZE_HISTORY_ROWS_MIN
+
+    definition = await db.fetchval("SELECT pg_get_indexdef('imports_finalized_idx'::regclass)")
+    assert f"rows_total >= {FINALIZE_HISTORY_ROWS_MIN}" in definition
