@@ -44,10 +44,16 @@ ACCEPTED_OUTCOME_TEMPLATE = (
 )
 
 
+def _asset_envelope(policy: str, lab: str) -> dict[str, str | int]:
+    """Every field of an asset record but its data (docs/ledger-format.md): the one definition
+    both encoders below use."""
+    return {"v": FORMAT_VERSION, "type": "asset", "policy": policy, "lab": lab}
+
+
 def asset_record(*, policy: str, lab: str, data: Mapping[str, str | int]) -> bytes:
     """One committed asset revision. No revision number, time or import id inside: identical
     content gives an identical record hash whenever it is submitted."""
-    return encode_asset_shape({"v": FORMAT_VERSION, "type": "asset", "policy": policy, "lab": lab}, dict(data))
+    return encode_asset_shape(_asset_envelope(policy, lab), dict(data))
 
 
 def asset_record_encoder(*, policy: str, lab: str) -> Callable[[dict[str, str | int]], bytes | None]:
@@ -55,11 +61,11 @@ def asset_record_encoder(*, policy: str, lab: str) -> Callable[[dict[str, str | 
     field-name keys, stripped strings, integers of at most 18 digits), without re-checking what
     that path guarantees: the same bytes, or None for a string with a lone surrogate, which only
     ``asset_record`` can refuse with a reason. tests/core/test_records_fast.py holds the two equal."""
-    version = FORMAT_VERSION
+    envelope = _asset_envelope(policy, lab)
 
     def encode_data(data: dict[str, str | int]) -> bytes | None:
         try:
-            return encode_trusted({"v": version, "type": "asset", "policy": policy, "lab": lab, "data": data})
+            return encode_trusted({**envelope, "data": data})
         except UnicodeEncodeError:
             return None
 
