@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -24,9 +23,9 @@ from ledger.api.deps import dependencies
 from ledger.api.errors import exception_handlers
 from ledger.api.state import AppState
 from ledger.config import Settings
+from ledger.core.policy.registry import PolicyRegistry
 from ledger.db.checkpoints import register_key
 from ledger.db.pool import create_pool
-from ledger.services.policies import PolicyRegistry
 from ledger.services.signing import configure_signing
 
 __all__ = ["create_app"]
@@ -37,10 +36,11 @@ def create_app(
     database_url: str,
     *,
     policies: PolicyRegistry | None = None,
-    inline_worker: bool = False,
+    background: Sequence[Callable[[], AbstractAsyncContextManager[None]]] = (),
 ) -> Litestar:
-    """Build the app. ``inline_worker`` runs a queue consumer inside this process (tests, demos);
-    `ledger serve` runs workers as separate processes instead."""
+    """Build the app. ``background`` are contexts entered for the app's lifetime after its pool
+    is up (tests and demos run a queue consumer inside the process this way: jobs sit beside
+    the API, not below it, so the API does not import them)."""
     state = AppState(
         settings=settings,
         database_url=database_url,
@@ -53,22 +53,12 @@ def create_app(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         state.pool = await create_pool(database_url, min_size=1, max_size=10)
         await register_key(state.pool, signer)  # published before it signs anything
-        worker_task: asyncio.Task[None] | None = None
-        worker: Any = None
-        if inline_worker:
-            from ledger.jobs.worker import Worker
-
-            worker = Worker(settings, database_url, state.policies)
-            worker_task = asyncio.create_task(worker.run())
         try:
-            yield
+            async with contextlib.AsyncExitStack() as stack:
+                for context in background:
+                    await stack.enter_async_context(context())
+                yield
         finally:
-            if worker is not None and worker_task is not None:
-                worker.stop()
-                try:
-                    await asyncio.wait_for(worker_task, timeout=10)
-                except (TimeoutError, asyncio.CancelledError):
-                    worker_task.cancel()
             await state.pool.close()
 
     return Litestar(

@@ -7,7 +7,7 @@ from typing import Any
 import asyncpg
 
 from ledger.config import Settings
-from ledger.services.policies import PolicyRegistry
+from ledger.core.policy.registry import PolicyRegistry
 
 __all__ = ["AppState"]
 

@@ -211,8 +211,8 @@ async def _wait_ready(client: httpx.AsyncClient) -> None:
 async def _one_run(paths: list[Path], rows: int, home: Path, *, together: bool = True) -> BenchResult:
     """Import every manifest of ``paths`` on a fresh server: all at once, or one after the other."""
     path, concurrent = paths[0], len(paths)
-    from ledger.cli.main import resolve_database
     from ledger.config import Settings
+    from ledger.db.embedded import resolve_database
 
     port = _free_port()
     with _server(home, port) as (proc, token, events):

@@ -22,36 +22,12 @@ __all__ = ["main"]
 # packages (tests/cli checks the two agree).
 ROLES = ("lab_manager", "compliance_officer", "auditor", "admin")
 
-# The database the embedded server keeps our schema in.
-EMBEDDED_DB = "ledger"
-
 
 def resolve_database(settings: Settings, *, stop_on_exit: bool = True) -> tuple[str, Any]:
-    """The database URL to use: LEDGER_DATABASE_URL, or the embedded server under LEDGER_HOME.
+    # Imported here: the offline commands must run with the core alone installed.
+    from ledger.db.embedded import resolve_database as resolve
 
-    Returns the URL and, for the embedded server, a handle to keep alive while in use.
-    """
-    if settings.database_url:
-        return settings.database_url, None
-    from ledger.db.embedded import start_embedded
-
-    server_url, handle = start_embedded(settings.pgdata, stop_on_exit=stop_on_exit)
-    asyncio.run(_ensure_database(server_url, EMBEDDED_DB))
-    # The wheel's URL points at the maintenance database; ours sits beside it.
-    base, _, query = server_url.partition("?")
-    url = base.rsplit("/", 1)[0] + "/" + EMBEDDED_DB + ("?" + query if query else "")
-    return url, handle
-
-
-async def _ensure_database(server_url: str, name: str) -> None:
-    from ledger.db.pool import connect
-
-    conn = await connect(server_url)
-    try:
-        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-            await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
+    return resolve(settings, stop_on_exit=stop_on_exit)
 
 
 def _migrate(url: str) -> None:
@@ -71,7 +47,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from ledger.api.app import create_app
-    from ledger.services.policies import PolicyRegistry
+    from ledger.core.policy.registry import PolicyRegistry
 
     # Load policies first: a malformed policy stops start-up before anything else happens.
     policies = PolicyRegistry.load_dir(settings.policies_dir)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = ["embedded_settings", "start_embedded"]
+from ledger.config import Settings
+
+__all__ = ["EMBEDDED_DB", "database_on", "embedded_settings", "resolve_database", "start_embedded"]
 
 # The server's own defaults are sized for a small shared machine. A large import's final
 # transaction writes about 1 GB of WAL for 1M rows: with 4 MB of WAL buffers the backend
@@ -63,3 +66,37 @@ def _configure(pgdata: Path) -> None:
     text = conf.read_text()
     if _INCLUDE not in text:
         conf.write_text(text + "\n" + _INCLUDE)
+
+
+# The database the embedded server keeps our schema in.
+EMBEDDED_DB = "ledger"
+
+
+def resolve_database(settings: Settings, *, stop_on_exit: bool = True) -> tuple[str, Any]:
+    """The database URL to use: LEDGER_DATABASE_URL, or the embedded server under LEDGER_HOME.
+
+    Returns the URL and, for the embedded server, a handle to keep alive while in use.
+    """
+    if settings.database_url:
+        return settings.database_url, None
+    server_url, handle = start_embedded(settings.pgdata, stop_on_exit=stop_on_exit)
+    asyncio.run(_ensure_database(server_url, EMBEDDED_DB))
+    return database_on(server_url, EMBEDDED_DB), handle
+
+
+def database_on(server_url: str, name: str) -> str:
+    """The URL of database ``name`` on the server of ``server_url`` (the wheel's URL points at
+    the maintenance database; ours sits beside it)."""
+    base, _, query = server_url.partition("?")
+    return base.rsplit("/", 1)[0] + "/" + name + ("?" + query if query else "")
+
+
+async def _ensure_database(server_url: str, name: str) -> None:
+    from ledger.db.pool import connect
+
+    conn = await connect(server_url)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()

@@ -78,7 +78,7 @@ def _produce(job: StageJob, share: int, shares: int) -> Generator[StagedChunk, N
     """Stage chunks ``share``, ``share + shares``, ... of the manifest past ``job.after_row``."""
     import uuid
 
-    from ledger.services.policies import PolicyRegistry
+    from ledger.core.policy.registry import PolicyRegistry
 
     policy = PolicyRegistry.load_dir(Path(job.policies_dir)).get(job.policy_name)
     if policy.sha256 != job.policy_sha256:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -15,15 +16,15 @@ from pgqueuer.qm import QueueManager
 from pgqueuer.queries import Queries
 
 from ledger.config import Settings
+from ledger.core.policy.registry import PolicyRegistry
 from ledger.db import decisions, projection
+from ledger.db.job_queue import IMPORT_ENTRYPOINT
 from ledger.db.pool import connect, create_pool
-from ledger.ingest.pipeline import run_import
-from ledger.jobs.queue import IMPORT_ENTRYPOINT
+from ledger.jobs.import_job import run_import
 from ledger.logs import get_logger
-from ledger.services.policies import PolicyRegistry
 from ledger.services.signing import configure_signing
 
-__all__ = ["Worker", "run_worker"]
+__all__ = ["Worker", "run_worker", "running_worker"]
 
 log = get_logger("ledger.worker")
 
@@ -110,6 +111,21 @@ async def _projector(pool: asyncpg.Pool[Any], wanted: asyncio.Event) -> None:
             log.exception("projection_failed", stage="projection")
             await asyncio.sleep(1.0)
             wanted.set()
+
+
+@contextlib.asynccontextmanager
+async def running_worker(settings: Settings, database_url: str, policies: PolicyRegistry) -> AsyncIterator[None]:
+    """A worker inside this process for as long as the context lasts (tests, demos)."""
+    worker = Worker(settings, database_url, policies)
+    task = asyncio.create_task(worker.run())
+    try:
+        yield
+    finally:
+        worker.stop()
+        try:
+            await asyncio.wait_for(task, timeout=10)
+        except (TimeoutError, asyncio.CancelledError):
+            task.cancel()
 
 
 def run_worker(settings: Settings, database_url: str) -> None:

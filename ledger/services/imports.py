@@ -14,15 +14,15 @@ import asyncpg
 import msgspec
 
 from ledger.config import Settings
+from ledger.core.policy.registry import PolicyRegistry, UnknownPolicy
 from ledger.db import imports as imports_db
+from ledger.db.job_queue import enqueue_import
 from ledger.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, TooManyRequests
 from ledger.ingest.errors import ManifestError, MultipartError, UploadTooLarge
 from ledger.ingest.errors_csv import ErrorReportRow, iter_errors_csv
 from ledger.ingest.spool import receive_multipart
 from ledger.ingest.text_reader import normalise_encoding
-from ledger.jobs.queue import enqueue_import
 from ledger.services.access import Principal, require_lab, require_role, submission_lab
-from ledger.services.policies import PolicyRegistry, UnknownPolicy
 
 __all__ = [
     "Accepted",

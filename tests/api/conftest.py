@@ -11,7 +11,9 @@ from litestar.testing import AsyncTestClient
 
 from ledger.api.app import create_app
 from ledger.config import Settings
+from ledger.core.policy.registry import PolicyRegistry
 from ledger.db.tokens import create_token
+from ledger.jobs.worker import running_worker
 from tests.api.helpers import Api
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +57,8 @@ async def api(
         "auditor": (await create_token(conn, role="auditor"))[0],
     }
     await conn.close()
-    app = create_app(settings, database_url, inline_worker=inline_worker)
+    policies = PolicyRegistry.load_dir(settings.policies_dir)
+    background = [lambda: running_worker(settings, database_url, policies)] if inline_worker else []
+    app = create_app(settings, database_url, policies=policies, background=background)
     async with AsyncTestClient(app=app, timeout=60) as client:
         yield Api(client, tokens)

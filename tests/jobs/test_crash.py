@@ -26,9 +26,9 @@ from ledger.config import Settings
 from ledger.db import imports as imports_db
 from ledger.db.ledger_store import ImportAlreadyFinished, ImportContext, finalize_import
 from ledger.db.pool import Conn, connect
-from ledger.ingest.pipeline import run_import
-from ledger.jobs.queue import enqueue_import
-from ledger.services.policies import PolicyRegistry
+from ledger.jobs.import_job import run_import
+from ledger.db.job_queue import enqueue_import
+from ledger.core.policy.registry import PolicyRegistry
 from tests.conftest import _admin, _with_database
 from tests.jobs.content import ledger_content
 

@@ -22,8 +22,8 @@ from ledger.db import audit, decisions
 from ledger.db import imports as imports_db
 from ledger.db.ledger_store import SideConnection
 from ledger.db.pool import Conn, connect
-from ledger.ingest.pipeline import run_import
-from ledger.services.policies import PolicyRegistry
+from ledger.jobs.import_job import run_import
+from ledger.core.policy.registry import PolicyRegistry
 from tests.jobs.test_crash import ROOT, _create_import, _settings
 
 ROWS = 400

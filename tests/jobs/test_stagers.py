@@ -9,7 +9,7 @@ import pytest
 from ledger.bench.manifest import write_manifest
 from ledger.ingest.errors import ManifestError
 from ledger.ingest.stagers import StagedChunk, StageJob, StagerCrashed, staged_chunks
-from ledger.services.policies import PolicyRegistry
+from ledger.core.policy.registry import PolicyRegistry
 
 ROOT = Path(__file__).resolve().parents[2]
 

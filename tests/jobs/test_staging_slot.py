@@ -11,8 +11,8 @@ from typing import Any
 from ledger.bench.manifest import write_manifest
 from ledger.db import locks
 from ledger.db.pool import Conn, connect
-from ledger.ingest.pipeline import run_import
-from ledger.services.policies import PolicyRegistry
+from ledger.jobs.import_job import run_import
+from ledger.core.policy.registry import PolicyRegistry
 from tests.jobs.test_crash import ROOT, _create_import, _settings
 
 

@@ -10,9 +10,9 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 
 from ledger.api.state import AppState
+from ledger.core.policy.registry import UnknownPolicy
 from ledger.errors import NotFound
 from ledger.services.access import READERS, Principal, require_role
-from ledger.services.policies import UnknownPolicy
 
 __all__ = ["PoliciesController"]
 

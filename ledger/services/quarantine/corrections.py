@@ -7,12 +7,12 @@ import msgspec
 
 from ledger.core.hashing import leaf_hash
 from ledger.core.policy import ManifestRefused, Policy
+from ledger.core.policy.registry import PolicyRegistry, UnknownPolicy
 from ledger.core.records import asset_record
 from ledger.core.review import PolicyRef, Review, parse_review
 from ledger.db.quarantine import ItemKey, ItemRow
 from ledger.errors import Conflict, InvalidRequest
 from ledger.ingest.limits import quarantined_cell_chars_max
-from ledger.services.policies import PolicyRegistry, UnknownPolicy
 from ledger.services.quarantine.reading import _item_key, item_id
 
 __all__: list[str] = []

@@ -13,13 +13,13 @@ import asyncpg
 import msgspec
 
 from ledger.config import Settings
+from ledger.core.policy.registry import PolicyRegistry
 from ledger.core.review import Actor
 from ledger.db import quarantine as qdb
 from ledger.db.quarantine import ItemKey, ItemRow
 from ledger.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from ledger.logs import get_logger
 from ledger.services.access import Principal, require_role, visible_labs
-from ledger.services.policies import PolicyRegistry
 from ledger.services.quarantine.corrections import _Attempt, _attempt, _replay
 from ledger.services.quarantine.linking import (
     _actionable,

@@ -15,13 +15,13 @@ import asyncpg
 import msgspec
 
 from ledger.core.policy import ManifestRefused, normalise_header
+from ledger.core.policy.registry import PolicyRegistry, UnknownPolicy
 from ledger.core.review import REASONS, STATUSES, PolicyRef, parse_review
 from ledger.db import quarantine as qdb
 from ledger.db.quarantine import ItemFilter, ItemKey, ItemRow
 from ledger.errors import InvalidRequest, NotFound
 from ledger.ingest.errors_csv import neutralise_cell
 from ledger.services.access import READERS, Principal, require_lab, require_role, visible_labs
-from ledger.services.policies import PolicyRegistry, UnknownPolicy
 from ledger.services.quarantine.schemas import (
     Accounting,
     Facets,

@@ -19,6 +19,7 @@ import msgspec
 
 from ledger.config import Settings
 from ledger.core.policy import ManifestRefused, Policy
+from ledger.core.policy.registry import PolicyRegistry, UnknownPolicy
 from ledger.db import decisions, locks
 from ledger.db import imports as imports_db
 from ledger.db.ledger_store import (
@@ -35,7 +36,6 @@ from ledger.ingest.limits import manifest_rows_max
 from ledger.ingest.stagers import StageJob, staged_chunks
 from ledger.ingest.staging import STAGING_COLUMNS, StagedRow, stage_chunk
 from ledger.logs import get_logger
-from ledger.services.policies import PolicyRegistry, UnknownPolicy
 
 __all__ = ["StagedRow", "run_import", "stage_chunk"]
 
