@@ -46,6 +46,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     import_parallel_bytes_min: int = 8 * 1024**2
     # A job whose worker sent no heartbeat for this long is picked up again by another worker.
     job_heartbeat_timeout_seconds: int = 30
+    # Transient failures (a lost connection, a deadlock, PostgreSQL restarting) are retried from
+    # the import's checkpoint: this many attempts in all, the n-th retry after a random wait of
+    # up to base * 2^(n-1) seconds, capped (ledger.jobs.retry).
+    job_retry_attempts: int = 5
+    job_retry_base_seconds: float = 1.0
+    job_retry_max_seconds: float = 60.0
     # Checkpoint signing key (C2SP note signer key); None means home/signing.key, generated on
     # first start. The origin line of checkpoints; None means the key's name.
     signing_key_file: Path | None = None
@@ -84,12 +90,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ("import_processes", "LEDGER_IMPORT_PROCESSES"),
             ("import_parallel_bytes_min", "LEDGER_IMPORT_PARALLEL_BYTES_MIN"),
             ("job_heartbeat_timeout_seconds", "LEDGER_JOB_HEARTBEAT_TIMEOUT"),
+            ("job_retry_attempts", "LEDGER_JOB_RETRY_ATTEMPTS"),
         ):
             if raw := env.get(name):
                 try:
                     values[key] = int(raw)
                 except ValueError as exc:
                     raise ValueError(f"{name} must be a whole number, got {raw!r}") from exc
+        for key, name in (
+            ("job_retry_base_seconds", "LEDGER_JOB_RETRY_BASE_SECONDS"),
+            ("job_retry_max_seconds", "LEDGER_JOB_RETRY_MAX_SECONDS"),
+        ):
+            if raw := env.get(name):
+                try:
+                    values[key] = float(raw)
+                except ValueError as exc:
+                    raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from exc
         if level := env.get("LEDGER_LOG_LEVEL"):
             values["log_level"] = level
         if key_file := env.get("LEDGER_SIGNING_KEY_FILE"):
@@ -98,10 +114,27 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             values["checkpoint_origin"] = origin
         values.update(overrides)
         settings = cls(**values)  # type: ignore[arg-type]
-        if settings.batch_rows_max < 1:
-            raise ValueError("LEDGER_BATCH_ROWS must be at least 1")
-        if settings.import_chunk_rows < 1:
-            raise ValueError("LEDGER_IMPORT_CHUNK_ROWS must be at least 1")
-        if settings.job_heartbeat_timeout_seconds < 1:
-            raise ValueError("LEDGER_JOB_HEARTBEAT_TIMEOUT must be at least 1 (seconds)")
+        settings.check()
         return settings
+
+    def check(self) -> None:
+        """Refuse settings that contradict each other, naming the variable to change. The
+        limits in code are checked against each other and these defaults by tests/test_limits.py."""
+        for value, name in (
+            (self.batch_rows_max, "LEDGER_BATCH_ROWS"),
+            (self.import_chunk_rows, "LEDGER_IMPORT_CHUNK_ROWS"),
+            (self.imports_running_max, "LEDGER_IMPORTS_RUNNING_MAX"),
+            (self.imports_queued_max, "LEDGER_IMPORTS_QUEUED_MAX"),
+            (self.imports_queued_per_lab_max, "LEDGER_IMPORTS_QUEUED_PER_LAB_MAX"),
+            (self.upload_bytes_max, "LEDGER_UPLOAD_BYTES_MAX"),
+            (self.job_heartbeat_timeout_seconds, "LEDGER_JOB_HEARTBEAT_TIMEOUT"),
+            (self.job_retry_attempts, "LEDGER_JOB_RETRY_ATTEMPTS"),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if self.workers < 0 or self.import_processes < 0:
+            raise ValueError("LEDGER_WORKERS and LEDGER_IMPORT_PROCESSES must be 0 or more")
+        if self.imports_queued_per_lab_max > self.imports_queued_max:
+            raise ValueError("LEDGER_IMPORTS_QUEUED_PER_LAB_MAX must not exceed LEDGER_IMPORTS_QUEUED_MAX")
+        if not 0 <= self.job_retry_base_seconds <= self.job_retry_max_seconds:
+            raise ValueError("LEDGER_JOB_RETRY_BASE_SECONDS must be between 0 and LEDGER_JOB_RETRY_MAX_SECONDS")

@@ -8,7 +8,8 @@ ServiceError              code + human message (+ extra fields for the body)
 ├── Conflict              409
 ├── PayloadTooLarge       413
 ├── TooManyRequests       429 (with retry_after seconds)
-└── Unavailable           503
+├── Unavailable           503 (with retry_after seconds)
+└── InsufficientStorage   507
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 __all__ = [
     "Conflict",
     "Forbidden",
+    "InsufficientStorage",
     "InvalidRequest",
     "NotFound",
     "PayloadTooLarge",
@@ -87,3 +89,16 @@ class TooManyRequests(ServiceError):
 class Unavailable(ServiceError):
     status = 503
     default_code = "unavailable"
+
+    def __init__(
+        self, code: str | None = None, message: str = "", *, retry_after: int | None = None, **extra: Any
+    ) -> None:
+        if retry_after is not None:
+            extra["retry_after"] = retry_after
+        super().__init__(code, message, **extra)
+        self.retry_after = retry_after
+
+
+class InsufficientStorage(ServiceError):
+    status = 507
+    default_code = "spool_full"

@@ -16,17 +16,13 @@ from typing import Any
 
 import pytest
 
+from ledger.config import Settings
 from ledger.db.pool import connect
-from ledger.db.urls import asyncpg_dsn
+from ledger.testing import Api, running_api
+from ledger.testing.databases import run_admin as _admin
+from ledger.testing.databases import with_database as _with_database
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _with_database(url: str, name: str) -> str:
-    base, _, query = asyncpg_dsn(url).partition("?")
-    scheme, _, rest = base.partition("://")
-    authority = rest.split("/", 1)[0]
-    return f"{scheme}://{authority}/{name}" + (f"?{query}" if query else "")
 
 
 @pytest.fixture(scope="session")
@@ -41,15 +37,6 @@ def pg_server() -> Iterator[str]:
     server_url, handle = start_embedded(ROOT / ".ledger" / "test-pgdata", stop_on_exit=True)
     yield server_url
     del handle
-
-
-async def _admin(url: str, *statements: str) -> None:
-    conn = await connect(url)
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(scope="session")
@@ -76,3 +63,37 @@ async def db(database_url: str) -> AsyncIterator[Any]:
     conn = await connect(database_url)
     yield conn
     await conn.close()
+
+
+# The app fixtures: an app per test on its own database, with an in-process worker (unless a
+# test parametrises inline_worker to False) and a token per role (ledger.testing.TOKENS).
+
+
+@pytest.fixture
+def batch_rows() -> int:
+    return 10_000
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    return {}
+
+
+@pytest.fixture
+def inline_worker() -> bool:
+    return True
+
+
+@pytest.fixture
+async def api(
+    database_url: str, tmp_path: Path, batch_rows: int, settings_overrides: dict[str, Any], inline_worker: bool
+) -> AsyncIterator[Api]:
+    settings = Settings(
+        database_url=database_url,
+        home=tmp_path,
+        policies_dir=ROOT / "policies",
+        batch_rows_max=batch_rows,
+        **settings_overrides,
+    )
+    async with running_api(settings, database_url, inline_worker=inline_worker) as client:
+        yield client

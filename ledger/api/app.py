@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -17,8 +18,7 @@ from ledger.api.controllers.audit import AuditController
 from ledger.api.controllers.health import HealthController
 from ledger.api.controllers.imports import ImportsController
 from ledger.api.controllers.policies import PoliciesController
-from ledger.api.controllers.quarantine import AccountingController, QuarantineController
-from ledger.api.controllers.receipts import ReceiptsController
+from ledger.api.controllers.quarantine import QuarantineController
 from ledger.api.deps import dependencies
 from ledger.api.errors import exception_handlers
 from ledger.api.state import AppState
@@ -26,7 +26,7 @@ from ledger.config import Settings
 from ledger.core.policy.registry import PolicyRegistry
 from ledger.db.checkpoints import register_key
 from ledger.db.pool import create_pool
-from ledger.services.signing import configure_signing
+from ledger.services.signing import load_signing
 
 __all__ = ["create_app"]
 
@@ -36,7 +36,7 @@ def create_app(
     database_url: str,
     *,
     policies: PolicyRegistry | None = None,
-    background: Sequence[Callable[[], AbstractAsyncContextManager[None]]] = (),
+    background: Sequence[Callable[[], AbstractAsyncContextManager[Any]]] = (),
 ) -> Litestar:
     """Build the app. ``background`` are contexts entered for the app's lifetime after its pool
     is up (tests and demos run a queue consumer inside the process this way: jobs sit beside
@@ -47,12 +47,12 @@ def create_app(
         policies=policies or PolicyRegistry.load_dir(settings.policies_dir),
     )
 
-    signer = configure_signing(settings)
+    signing = state.signing = load_signing(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         state.pool = await create_pool(database_url, min_size=1, max_size=10)
-        await register_key(state.pool, signer)  # published before it signs anything
+        await register_key(state.pool, signing.signer)  # published before it signs anything
         try:
             async with contextlib.AsyncExitStack() as stack:
                 for context in background:
@@ -69,8 +69,6 @@ def create_app(
             AuditController,
             PoliciesController,
             QuarantineController,
-            AccountingController,
-            ReceiptsController,
         ],
         dependencies=dependencies,
         exception_handlers=exception_handlers,

@@ -8,6 +8,7 @@ import asyncpg
 
 from ledger.config import Settings
 from ledger.core.policy.registry import PolicyRegistry
+from ledger.services.signing import CheckpointSigning
 
 __all__ = ["AppState"]
 
@@ -18,6 +19,9 @@ class AppState:
         self.database_url = database_url
         self.policies = policies
         self.pool: asyncpg.Pool[Any] | None = None
+        # What the API signs checkpoints with: its review decisions commit, and an admin may
+        # ask for a checkpoint (set by create_app).
+        self.signing: CheckpointSigning | None = None
 
     @property
     def db(self) -> asyncpg.Pool[Any]:

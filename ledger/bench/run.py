@@ -208,9 +208,130 @@ async def _wait_ready(client: httpx.AsyncClient) -> None:
     raise RuntimeError("the server did not become ready")
 
 
+async def _post_small_imports(client: httpx.AsyncClient, path: Path, latencies: list[float]) -> None:
+    """POST a 1 KB dry run of the manifest's first rows, one after the other, timing each."""
+    small = "\n".join(path.read_text(encoding="utf-8").splitlines()[:9]).encode() + b"\n"
+    assert len(small) <= 1024
+    # Enough POSTs for a 95th percentile that is not simply the slowest one (with ten,
+    # it was): the slowest is reported beside it.
+    for i in range(_SMALL_POSTS):
+        t0 = time.perf_counter()
+        response = await client.post(
+            "/imports",
+            files={"file": ("small.csv", small, "text/csv")},
+            data={"lab": "bench", "dry_run": "true"},
+            headers={"Idempotency-Key": f"small-{i}"},
+        )
+        latencies.append(time.perf_counter() - t0)
+        response.raise_for_status()
+        small_id = response.json()["task_id"]
+        for _ in range(3000):  # small imports run first, so they do not overlap the big one
+            if (await client.get(f"/imports/{small_id}")).json()["status"] in ("done", "failed"):
+                break
+            await asyncio.sleep(0.02)
+
+
+class _Imports:
+    """The big imports of one run, and what is sampled while they run: the workers' peak RSS,
+    the latencies of other endpoints, and the watched import's ETAs."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        paths: list[Path],
+        workers: list[psutil.Process],
+        latencies: dict[str, list[float]],
+        *,
+        together: bool,
+    ) -> None:
+        concurrent = len(paths)
+        self.client = client
+        self.paths = paths
+        self.workers = workers
+        self.latencies = latencies
+        self.together = together
+        self.peak_rss = 0
+        self.done = asyncio.Event()
+        self.task_ids: list[str] = []
+        # What one import's ETA said, and when: at once, the first; one after the other, the
+        # last, which has the others to learn from.
+        self.watched = 0 if together else concurrent - 1
+        self.etas: list[tuple[float, float | None]] = []
+        self.done_at = [0.0] * concurrent
+        self.current_at = [0.0] * concurrent
+        self.start = 0.0
+        self.seconds = 0.0
+        self.assets_current_seconds = 0.0
+
+    async def run(self) -> list[dict[str, Any]]:
+        """Submit every import, all at once or one after the other, sampling until all are done;
+        their final statuses."""
+        concurrent = len(self.paths)
+        sampler = asyncio.create_task(self.sample())
+        self.start = time.perf_counter()
+        if self.together:
+            statuses = list(await asyncio.gather(*(self.submit(i) for i in range(concurrent))))
+        else:
+            statuses = [await self.submit(i, wait_current=i == concurrent - 1) for i in range(concurrent)]
+        self.seconds = max(self.done_at) - self.start
+        self.assets_current_seconds = max(self.current_at) - max(self.done_at)
+        self.done.set()
+        await sampler
+        return statuses
+
+    async def sample(self) -> None:
+        """Until done: the workers' RSS, and the latency of GET /assets and of the first import's status."""
+        client, latencies = self.client, self.latencies
+        while not self.done.is_set():
+            for w in self.workers:
+                self.peak_rss = max(self.peak_rss, _tree_rss(w))
+            t0 = time.perf_counter()
+            await client.get("/assets", params={"limit": 50})
+            latencies["assets"].append(time.perf_counter() - t0)
+            if self.task_ids:
+                t0 = time.perf_counter()
+                await client.get(f"/imports/{self.task_ids[0]}")
+                latencies["status"].append(time.perf_counter() - t0)
+            await asyncio.sleep(0.1)
+
+    async def submit(self, i: int, *, wait_current: bool = True) -> dict[str, Any]:
+        """POST manifest ``i`` and poll it to its end (and, with ``wait_current``, until GET /assets
+        shows it); its final status."""
+        client, path = self.client, self.paths[i]
+        fh = _TimedFile(path)
+        try:
+            response = await client.post(
+                "/imports",
+                files={"file": (path.name, fh, "text/csv")},  # type: ignore[dict-item]
+                data={"lab": "bench"},
+                headers={"Idempotency-Key": f"bench-{i}"},
+            )
+            answered = time.perf_counter()
+        finally:
+            fh.close()
+        if fh.eof_at is not None:
+            self.latencies["submit"].append(answered - fh.eof_at)
+        response.raise_for_status()
+        task_id = response.json()["task_id"]
+        self.task_ids.append(task_id)
+        while True:
+            status: dict[str, Any] = (await client.get(f"/imports/{task_id}")).json()
+            if i == self.watched:
+                self.etas.append((time.perf_counter(), status.get("eta_seconds")))
+            if status["status"] in ("done", "failed", "cancelled"):
+                self.done_at[i] = time.perf_counter()
+                break
+            await asyncio.sleep(0.05)
+        while wait_current and status["status"] == "done" and status.get("assets_current") is False:
+            await asyncio.sleep(0.05)
+            status = (await client.get(f"/imports/{task_id}")).json()
+        self.current_at[i] = time.perf_counter()
+        return status
+
+
 async def _one_run(paths: list[Path], rows: int, home: Path, *, together: bool = True) -> BenchResult:
     """Import every manifest of ``paths`` on a fresh server: all at once, or one after the other."""
-    path, concurrent = paths[0], len(paths)
+    path = paths[0]
     from ledger.config import Settings
     from ledger.db.embedded import resolve_database
 
@@ -226,114 +347,48 @@ async def _one_run(paths: list[Path], rows: int, home: Path, *, together: bool =
             copy_seconds = await _copy_baseline(database_url, path)
 
             workers = [c for c in psutil.Process(proc.pid).children(recursive=True) if _is_worker(c)]
-            peak_rss = 0
             latencies: dict[str, list[float]] = {"assets": [], "status": [], "submit": [], "small": []}
-            small = "\n".join(path.read_text(encoding="utf-8").splitlines()[:9]).encode() + b"\n"
-            assert len(small) <= 1024
-            # Enough POSTs for a 95th percentile that is not simply the slowest one (with ten,
-            # it was): the slowest is reported beside it.
-            for i in range(_SMALL_POSTS):
-                t0 = time.perf_counter()
-                response = await client.post(
-                    "/imports",
-                    files={"file": ("small.csv", small, "text/csv")},
-                    data={"lab": "bench", "dry_run": "true"},
-                    headers={"Idempotency-Key": f"small-{i}"},
-                )
-                latencies["small"].append(time.perf_counter() - t0)
-                response.raise_for_status()
-                small_id = response.json()["task_id"]
-                for _ in range(3000):  # small imports run first, so they do not overlap the big one
-                    if (await client.get(f"/imports/{small_id}")).json()["status"] in ("done", "failed"):
-                        break
-                    await asyncio.sleep(0.02)
-            done = asyncio.Event()
-            task_ids: list[str] = []
-
-            async def sample() -> None:
-                nonlocal peak_rss
-                while not done.is_set():
-                    for w in workers:
-                        peak_rss = max(peak_rss, _tree_rss(w))
-                    t0 = time.perf_counter()
-                    await client.get("/assets", params={"limit": 50})
-                    latencies["assets"].append(time.perf_counter() - t0)
-                    if task_ids:
-                        t0 = time.perf_counter()
-                        await client.get(f"/imports/{task_ids[0]}")
-                        latencies["status"].append(time.perf_counter() - t0)
-                    await asyncio.sleep(0.1)
-
-            async def submit(i: int, *, wait_current: bool = True) -> dict[str, Any]:
-                fh = _TimedFile(paths[i])
-                try:
-                    response = await client.post(
-                        "/imports",
-                        files={"file": (paths[i].name, fh, "text/csv")},  # type: ignore[dict-item]
-                        data={"lab": "bench"},
-                        headers={"Idempotency-Key": f"bench-{i}"},
-                    )
-                    answered = time.perf_counter()
-                finally:
-                    fh.close()
-                if fh.eof_at is not None:
-                    latencies["submit"].append(answered - fh.eof_at)
-                response.raise_for_status()
-                task_id = response.json()["task_id"]
-                task_ids.append(task_id)
-                while True:
-                    status: dict[str, Any] = (await client.get(f"/imports/{task_id}")).json()
-                    if i == watched:
-                        etas.append((time.perf_counter(), status.get("eta_seconds")))
-                    if status["status"] in ("done", "failed", "cancelled"):
-                        done_at[i] = time.perf_counter()
-                        break
-                    await asyncio.sleep(0.05)
-                while wait_current and status["status"] == "done" and status.get("assets_current") is False:
-                    await asyncio.sleep(0.05)
-                    status = (await client.get(f"/imports/{task_id}")).json()
-                current_at[i] = time.perf_counter()
-                return status
-
-            # What one import's ETA said, and when: at once, the first; one after the other, the
-            # last, which has the others to learn from.
-            watched = 0 if together else concurrent - 1
-            etas: list[tuple[float, float | None]] = []
-            done_at = [0.0] * concurrent
-            current_at = [0.0] * concurrent
-            sampler = asyncio.create_task(sample())
-            start = time.perf_counter()
-            if together:
-                statuses = list(await asyncio.gather(*(submit(i) for i in range(concurrent))))
-            else:
-                statuses = [await submit(i, wait_current=i == concurrent - 1) for i in range(concurrent)]
-            seconds = max(done_at) - start
-            assets_current_seconds = max(current_at) - max(done_at)
-            done.set()
-            await sampler
+            await _post_small_imports(client, path, latencies["small"])
+            imports = _Imports(client, paths, workers, latencies, together=together)
+            statuses = await imports.run()
             failed = [s for s in statuses if s["status"] != "done"]
             if failed:
                 raise RuntimeError(f"import failed: {failed[0]['error']}")
             verified = (await client.get("/audit/verify")).json()["ok"]
-    began = start if together or watched == 0 else done_at[watched - 1]
-    eta_error = {q: _eta_error(etas, began, done_at[watched], q) for q in (0.25, 0.5, 0.75)}
+    return _bench_result(imports, statuses, events, rows=rows, copy_seconds=copy_seconds, verified=bool(verified))
+
+
+def _bench_result(
+    imports: _Imports,
+    statuses: list[dict[str, Any]],
+    events: list[dict[str, Any]],
+    *,
+    rows: int,
+    copy_seconds: float,
+    verified: bool,
+) -> BenchResult:
+    """One run's figures, from its imports, their final statuses and the server's log events."""
+    concurrent, seconds, watched, done_at = len(imports.paths), imports.seconds, imports.watched, imports.done_at
+    began = imports.start if imports.together or watched == 0 else done_at[watched - 1]
+    eta_error = {q: _eta_error(imports.etas, began, done_at[watched], q) for q in (0.25, 0.5, 0.75)}
     total_rows = rows * concurrent
     big = [e for e in events if e.get("rows", e.get("rows_total", 0)) == rows]
     staged = [e for e in big if e.get("event") == "staged"]
     finished = [e for e in big if e.get("event") == "import_done"]
+    latencies = imports.latencies
     return BenchResult(
         rows=rows,
         concurrent=concurrent,
-        file_bytes=path.stat().st_size,
+        file_bytes=imports.paths[0].stat().st_size,
         seconds=round(seconds, 3),
         rows_per_second=round(total_rows / seconds),
         copy_seconds=round(copy_seconds, 3),
         ratio_to_copy=round(seconds / (copy_seconds * concurrent), 2),
-        worker_peak_rss_mb=round(peak_rss / 2**20, 1),
+        worker_peak_rss_mb=round(imports.peak_rss / 2**20, 1),
         staging_seconds=max((e["seconds"] for e in staged), default=None),
         finalize_seconds=max((e["finalize_seconds"] for e in finished), default=None),
         finalize_steps=finished[0]["finalize_steps"] if finished else {},
-        assets_current_seconds=round(assets_current_seconds, 3),
+        assets_current_seconds=round(imports.assets_current_seconds, 3),
         submit_after_body_ms=_percentile(latencies["submit"], 1.0) or 0.0,
         submit_small_p95_ms=_percentile(latencies["small"], 0.95) or 0.0,
         submit_small_max_ms=_percentile(latencies["small"], 1.0) or 0.0,
@@ -347,7 +402,7 @@ async def _one_run(paths: list[Path], rows: int, home: Path, *, together: bool =
         rows_committed=sum(s["rows_committed"] for s in statuses),
         rows_duplicate=sum(s["rows_duplicate"] for s in statuses),
         rows_quarantined=sum(s["rows_quarantined"] for s in statuses),
-        verified=bool(verified),
+        verified=verified,
     )
 
 

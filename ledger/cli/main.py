@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -15,12 +14,9 @@ from typing import Any
 import msgspec
 
 from ledger.config import Settings
+from ledger.core.roles import LAB_MANAGER, ROLES
 
 __all__ = ["main"]
-
-# ledger.db.tables.ROLES, spelled out so that the offline commands never import the server
-# packages (tests/cli checks the two agree).
-ROLES = ("lab_manager", "compliance_officer", "auditor", "admin")
 
 
 def resolve_database(settings: Settings, *, stop_on_exit: bool = True) -> tuple[str, Any]:
@@ -47,70 +43,105 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from ledger.api.app import create_app
+    from ledger.cli.supervisor import Supervisor
     from ledger.core.policy.registry import PolicyRegistry
+    from ledger.logs import get_logger
 
     # Load policies first: a malformed policy stops start-up before anything else happens.
     policies = PolicyRegistry.load_dir(settings.policies_dir)
-    url, _handle = resolve_database(settings)
+    url, embedded = resolve_database(settings)
     _migrate(url)
     admin = asyncio.run(_first_admin_token(url))
-    workers = _spawn_workers(url, args.workers or settings.workers)
+    count = settings.workers if args.workers is None else args.workers
+    supervisor = Supervisor(workers=count, env={**os.environ, "LEDGER_DATABASE_URL": url}, database=embedded)
     app = create_app(settings, url, policies=policies)
     where = f"http://{args.host}:{args.port}"
-    if admin:
-        print(f"first start: an admin token was created (shown once):\n  {admin}", flush=True)
-    print(f"ledger listening on {where}  (API schema: {where}/schema/swagger)", flush=True)
+    log = get_logger("ledger.serve")
     try:
-        # uvicorn re-raises the signal that stopped it; as an interrupt it unwinds through
-        # this finally and the embedded server's exit hook instead of killing the process.
+        supervisor.start()
+        if admin:
+            print(f"first start: an admin token was created (shown once):\n  {admin}", flush=True)
+        print(f"ledger listening on {where}  (API schema: {where}/schema/swagger)", flush=True)
+        # uvicorn handles SIGTERM and SIGINT itself (it finishes the requests in flight) and
+        # re-raises the signal afterwards; as an interrupt that unwinds through this finally.
         with _terminate_as_interrupt():
             uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     finally:
-        for proc in workers:
-            proc.send_signal(signal.SIGTERM)
-        for proc in workers:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        # Top down: the workers hand their imports back while the database is still up.
+        with _terminate_as_interrupt(), contextlib.suppress(KeyboardInterrupt):
+            log.info("serve_stopping", stage="serve")
+            supervisor.stop()
+            if embedded is not None:
+                embedded.stop()
+            log.info("serve_stopped", stage="serve")
     return 0
-
-
-def _spawn_workers(url: str, count: int) -> list[subprocess.Popen[bytes]]:
-    env = {**os.environ, "LEDGER_DATABASE_URL": url}
-    return [
-        subprocess.Popen([sys.executable, "-m", "ledger.cli.main", "worker"], env=env) for _ in range(max(1, count))
-    ]
 
 
 async def _first_admin_token(url: str) -> str | None:
     from ledger.db.pool import connect
-    from ledger.db.tokens import any_admin, create_token
+    from ledger.db.tokens import create_first_admin
 
     conn = await connect(url)
     try:
-        async with conn.transaction():
-            # Two servers starting at once must not both mint the first admin token.
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('ledger.first_admin'))")
-            if await any_admin(conn):
-                return None
-            token, _ = await create_token(conn, role="admin", label="first start")
-            return token
+        return await create_first_admin(conn)
     finally:
         await conn.close()
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from ledger.cli.supervisor import follow_parent
     from ledger.jobs.worker import run_worker
 
+    follow_parent(os.environ)
     url, _handle = resolve_database(settings)
-    with _terminate_as_interrupt(), contextlib.suppress(KeyboardInterrupt):
-        run_worker(settings, url)
-    return 0
+    # SIGTERM and SIGINT stop it gracefully: the running imports go back to the queue.
+    return 0 if run_worker(settings, url) else 1
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from ledger.db.pool import connect
+    from ledger.services import health
+
+    url, _handle = resolve_database(settings)
+
+    async def run() -> tuple[health.Readiness, health.WorkersReport | None]:
+        try:
+            conn = await connect(url)
+        except Exception as exc:  # the database itself is what is wrong
+            return health.Readiness(status="unavailable", code="database_unreachable", message=str(exc)), None
+        try:
+            ready = await health.readiness(conn, settings)
+            report = await health.workers_report(conn, settings) if ready.code != "database_unreachable" else None
+            return ready, report
+        finally:
+            await conn.close()
+
+    ready, report = asyncio.run(run())
+    if args.json:
+        body: dict[str, Any] = {"ready": ready.ok, "readiness": msgspec.to_builtins(ready)}
+        if report is not None:
+            body.update({k: v for k, v in msgspec.to_builtins(report).items() if k != "ready"})
+        print(msgspec.json.encode(body).decode())
+    else:
+        _print_status(ready, report)
+    return 0 if ready.ok else 1
+
+
+def _print_status(ready: Any, report: Any) -> None:
+    print(f"ready: {'yes' if ready.ok else 'no'}" + ("" if ready.ok else f" ({ready.code}: {ready.message})"))
+    if report is None:
+        return
+    q = report.queue
+    print(f"queue: {q.queued} queued, {q.running} running, {q.retrying} retrying")
+    print(f"workers ({len(report.workers)}; heartbeat timeout {report.heartbeat_timeout_seconds} s):")
+    for w in report.workers:
+        state = "alive" if w.alive else "stale"
+        running = ", ".join(w.running) or "idle"
+        print(f"  {w.hostname} pid {w.pid}  {state}, last heartbeat {w.last_heartbeat}  running: {running}")
 
 
 class _terminate_as_interrupt:
-    """SIGTERM (from `ledger serve` or a supervisor) stops a worker like Ctrl-C does."""
+    """SIGTERM (from a supervisor or a deploy) stops serve like Ctrl-C does."""
 
     def __enter__(self) -> None:
         self._old = signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -124,7 +155,7 @@ def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
     from ledger.db.tokens import create_token
 
     labs = args.lab or []
-    if args.role == "lab_manager" and not labs:
+    if args.role == LAB_MANAGER and not labs:
         print("a lab_manager token needs at least one --lab", file=sys.stderr)
         return 2
     url, _handle = resolve_database(settings)
@@ -144,8 +175,8 @@ def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
-    from ledger.db.audit import verify_ledger
     from ledger.db.pool import connect
+    from ledger.db.verification import verify_ledger
 
     url, _handle = resolve_database(settings)
 
@@ -198,11 +229,23 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="start the HTTP API and worker(s); embedded PostgreSQL by default")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=0, help="worker processes (default LEDGER_WORKERS or 1)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes to run and supervise (default LEDGER_WORKERS or 1; 0: the API alone, "
+        "with workers run elsewhere by `ledger worker`)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
     sub.add_parser("worker", help="run one import worker").set_defaults(func=cmd_worker)
+
+    status = sub.add_parser(
+        "status", help="readiness, the workers and their heartbeats, the queue; exit 0 ready, 1 not"
+    )
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.set_defaults(func=cmd_status)
 
     token = sub.add_parser("token", help="manage API tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True)
@@ -245,7 +288,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_bench_audit(settings: Settings, args: argparse.Namespace) -> int:
-    from ledger.bench.audit import run_audit_bench
+    from ledger.bench.audit_paths import run_audit_bench
 
     # The bench builds and drops its own database beside this one; this one is not touched.
     url, _handle = resolve_database(settings)

@@ -16,10 +16,10 @@ from typing import Any
 
 import msgspec
 
-from ledger.core.audit_errors import VerificationError
 from ledger.core.bundle import verify_bundle_file
 from ledger.core.checkpoint import Checkpoint
 from ledger.core.errors import LedgerError
+from ledger.core.failures import VerificationError
 from ledger.core.note import Verifier
 from ledger.core.proofs import (
     ConsistencyProof,

@@ -1,5 +1,5 @@
 """Export bundles: JSON Lines of batch headers, records, row outcomes and checkpoints, checked
-offline in one streaming pass (docs/ledger-format.md §11).
+offline in one streaming pass (docs/ledger-format.md §12).
 
 Line order: a ``bundle`` line; ``checkpoint`` lines whose size is the tree size reached so
 far; per batch a ``batch`` line, its ``record`` lines in index order and, for a receipt,
@@ -21,13 +21,14 @@ from typing import BinaryIO
 
 import msgspec
 
-from ledger.core.audit_errors import BundleError, SignatureError
 from ledger.core.checkpoint import Checkpoint
-from ledger.core.errors import RecordError
+from ledger.core.errors import LedgerFormatError
+from ledger.core.failures import BundleError, Place, SignatureError
 from ledger.core.hashing import EMPTY_ROOT, LEAF_PREFIX, leaf_hash, node_hash, sha256
 from ledger.core.merkle import BlockedRoot
 from ledger.core.merkle import root as merkle_root
 from ledger.core.note import Verifier
+from ledger.core.outcomes import COMMITTED_HASH_AT, COMMITTED_PREFIX, DUPLICATE_PREFIX, QUARANTINED_PREFIX
 from ledger.core.proofs import PROOF_VERSION, read_checkpoint
 from ledger.core.records import GENESIS_PREV, BatchHeader, chain_hash, encode_header, parse_receipt
 
@@ -134,11 +135,8 @@ class BundleReport(msgspec.Struct, frozen=True):
     checkpoints: int
 
 
-# Canonical bytes of a committed row outcome start so (docs/ledger-format.md §4.2), and its
-# record hash follows as 64 hex digits.
-_COMMITTED_PREFIX = b'{"errors":[],"outcome":"committed","record_hash":"'
-_COMMITTED_AT = len(_COMMITTED_PREFIX)
-_OTHER_PREFIXES = (b'{"errors":[],"outcome":"duplicate"', b'{"cells":')
+# Outcomes that are no committed row: nothing to match against the asset batches.
+_OTHER_PREFIXES = (DUPLICATE_PREFIX, QUARANTINED_PREFIX)
 
 
 class _OutcomeView(msgspec.Struct):
@@ -157,8 +155,8 @@ class _Receipt:
     def __init__(self, seq: int, record: bytes, assets: dict[int, tuple[str, int, bytes]], first_seq: int) -> None:
         try:
             self.receipt = parse_receipt(record)
-        except RecordError as exc:
-            raise BundleError("receipt_malformed", f"batch {seq}, entry 0", str(exc)) from exc
+        except LedgerFormatError as exc:
+            raise BundleError("receipt_malformed", Place(batch_seq=seq, entry=0), str(exc)) from exc
         self.seq = seq
         self.total = 0
         self.acc = BlockedRoot()
@@ -174,7 +172,7 @@ class _Receipt:
             if known is None or known[0] != b.batch_hash:
                 raise BundleError(
                     "receipt_batch_mismatch",
-                    f"batch {seq}, entry 0",
+                    Place(batch_seq=seq, entry=0),
                     f"receipt lists batch {b.seq} with hash {b.batch_hash}, the bundle does not",
                 )
             self.listed.append((b.seq, known[1], known[2], b""))
@@ -229,7 +227,7 @@ class BundleVerifier:
 
     def _dispatch(self, lines: Iterable[Line]) -> None:
         sha, prefix, unhexlify = _sha256, LEAF_PREFIX, binascii.unhexlify
-        committed, committed_at = _COMMITTED_PREFIX, _COMMITTED_AT
+        committed, committed_at = COMMITTED_PREFIX, COMMITTED_HASH_AT
         for line in lines:
             self._line += 1
             if self._ended is not None:
@@ -325,24 +323,24 @@ class BundleVerifier:
         expected = self._tree.size + 1
         if header.seq != expected:
             reason = "batch_missing" if header.seq > expected else "batch_out_of_order"
-            raise BundleError(reason, f"batch {expected}", f"expected batch {expected}, found batch {header.seq}")
+            raise BundleError(reason, Place(batch_seq=expected), f"expected batch {expected}, found batch {header.seq}")
         try:
             self._batch_chain = bytes.fromhex(line.chain_hash)
         except ValueError as exc:
-            raise BundleError("bundle_format", f"batch {header.seq}", "chain_hash is not hex") from exc
+            raise BundleError("bundle_format", Place(batch_seq=header.seq), "chain_hash is not hex") from exc
         self._batch = header
         self._leaves = []
 
     def _record(self, line: RecordLine) -> None:
         header = self._batch
         if header is None or line.seq != header.seq or line.idx != len(self._leaves):
-            where = f"line {self._line}"
+            where: Place | str = f"line {self._line}"
             if header is not None:
-                where = f"batch {header.seq}, entry {len(self._leaves)}"
+                where = Place(batch_seq=header.seq, entry=len(self._leaves))
             raise BundleError("entry_missing", where, f"found entry {line.idx} of batch {line.seq}")
         if line.idx >= header.records:
             raise BundleError(
-                "record_count_mismatch", f"batch {header.seq}, entry {line.idx}", f"header says {header.records}"
+                "record_count_mismatch", Place(batch_seq=header.seq, entry=line.idx), f"header says {header.records}"
             )
         data = line.record.encode()
         self._leaves.append(_sha256(LEAF_PREFIX + data).digest())  # leaf_hash, inlined
@@ -357,22 +355,24 @@ class BundleVerifier:
         seq, leaves = header.seq, self._leaves
         if len(leaves) != header.records:
             raise BundleError(
-                "entry_missing", f"batch {seq}, entry {len(leaves)}", f"header says {header.records} records"
+                "entry_missing", Place(batch_seq=seq, entry=len(leaves)), f"header says {header.records} records"
             )
         computed = merkle_root(leaves).hex()
         if computed != header.batch_hash:
             raise BundleError(
-                "batch_hash_mismatch", f"batch {seq}", f"records give root {computed}, header says {header.batch_hash}"
+                "batch_hash_mismatch",
+                Place(batch_seq=seq),
+                f"records give root {computed}, header says {header.batch_hash}",
             )
         try:
             header_bytes = encode_header(header)
-        except RecordError as exc:
-            raise BundleError("batch_header", f"batch {seq}", str(exc)) from exc
+        except LedgerFormatError as exc:
+            raise BundleError("batch_header", Place(batch_seq=seq), str(exc)) from exc
         link = chain_hash(self._prev, header_bytes)
         if link != self._batch_chain:
             raise BundleError(
                 "chain_hash_mismatch",
-                f"batch {seq}",
+                Place(batch_seq=seq),
                 f"header links to {link.hex()}, bundle says {self._batch_chain.hex()}",
             )
         self._prev = link
@@ -383,7 +383,7 @@ class BundleVerifier:
             self._assets[seq] = (header.batch_hash, header.records, sha256(b"".join(leaves)))
         elif header.kind == "receipt":
             if len(leaves) != 1 or self._pending_receipt is None:
-                raise BundleError("receipt_malformed", f"batch {seq}", "a receipt batch holds exactly one entry")
+                raise BundleError("receipt_malformed", Place(batch_seq=seq), "a receipt batch holds exactly one entry")
             self._receipt = _Receipt(seq, self._pending_receipt, self._assets, self._need_start().from_size + 1)
         self._pending_receipt = None
         self._check_old()
@@ -406,15 +406,15 @@ class BundleVerifier:
             return
         # Nearly every outcome is recognised by its first bytes; the root over all of them
         # (checked against the receipt) makes any other reading of the same bytes moot.
-        if data.startswith(_COMMITTED_PREFIX):
-            record_hash: str | bytes | None = data[_COMMITTED_AT : _COMMITTED_AT + 64]
+        if data.startswith(COMMITTED_PREFIX):
+            record_hash: str | bytes | None = data[COMMITTED_HASH_AT : COMMITTED_HASH_AT + 64]
         elif data.startswith(_OTHER_PREFIXES):
             return
         else:
             try:
                 view = _outcome_decoder.decode(data)
             except msgspec.DecodeError as exc:
-                raise BundleError("outcome_malformed", f"batch {pending.seq}, row {line.row}", str(exc)) from exc
+                raise BundleError("outcome_malformed", Place(batch_seq=pending.seq, row=line.row), str(exc)) from exc
             if view.outcome != "committed":
                 return
             record_hash = view.record_hash
@@ -423,7 +423,7 @@ class BundleVerifier:
         except (binascii.Error, ValueError):
             raw = b""
         if len(raw) != 32:
-            raise BundleError("outcome_malformed", f"batch {pending.seq}, row {line.row}", "bad record_hash")
+            raise BundleError("outcome_malformed", Place(batch_seq=pending.seq, row=line.row), "bad record_hash")
         pending.committed.append(raw)
         if pending.listed and len(pending.committed) == pending.listed[0][1]:
             self._match_committed(pending, line.row)
@@ -436,7 +436,7 @@ class BundleVerifier:
         if sha256(b"".join(pending.committed)) != digest:
             raise BundleError(
                 "entry_not_as_recorded",
-                f"batch {seq}",
+                Place(batch_seq=seq),
                 f"its records differ from the committed rows the receipt of batch {pending.seq} accounts for",
             )
         pending.listed.pop(0)
@@ -446,7 +446,7 @@ class BundleVerifier:
         pending = self._receipt
         assert pending is not None
         self._receipt = None
-        where = f"batch {pending.seq}, entry 0"
+        where = Place(batch_seq=pending.seq, entry=0)
         self._outcomes += pending.total
         rows = pending.receipt.rows
         if pending.total != rows.total:
@@ -512,7 +512,9 @@ class BundleVerifier:
             raise BundleError("bundle_truncated", f"line {self._line}", "no end line: the bundle is cut short")
         end = self._ended
         if self._tree.size != start.to_size:
-            raise BundleError("bundle_truncated", f"batch {self._tree.size + 1}", f"bundle ends before {start.to_size}")
+            raise BundleError(
+                "bundle_truncated", Place(batch_seq=self._tree.size + 1), f"bundle ends before {start.to_size}"
+            )
         if (end.batches, end.records) != (self._batches, self._records):
             raise BundleError("bundle_truncated", "end line", "counts differ from the lines read")
         if self._last_checkpoint != start.to_size:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import msgspec
 
-from ledger.core.audit_errors import NoteError
+from ledger.core.failures import NoteError
 from ledger.core.note import Signer, Verifier, open_note, sign_note
 
 __all__ = ["Checkpoint", "encode_body", "parse_body", "sign_checkpoint", "verify_checkpoint"]

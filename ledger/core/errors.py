@@ -2,7 +2,7 @@
 
 LedgerError
 ├── CanonicalError        a value has no canonical encoding (float, bad key, ...)
-├── RecordError           a record does not follow the ledger format
+├── LedgerFormatError     a record does not follow the ledger format
 ├── ProofError            a Merkle proof does not verify
 │   └── RootMismatchError the proof leads to another root
 └── PolicyError           (ledger.core.policy) a policy file is malformed
@@ -10,7 +10,7 @@ LedgerError
 
 from __future__ import annotations
 
-__all__ = ["CanonicalError", "LedgerError", "ProofError", "RecordError", "RootMismatchError"]
+__all__ = ["CanonicalError", "LedgerError", "LedgerFormatError", "ProofError", "RootMismatchError"]
 
 
 class LedgerError(Exception):
@@ -21,8 +21,8 @@ class CanonicalError(LedgerError, ValueError):
     """The value cannot be canonically encoded."""
 
 
-class RecordError(LedgerError, ValueError):
-    """A record or header breaks the ledger format."""
+class LedgerFormatError(LedgerError, ValueError):
+    """A record or header breaks the ledger format (docs/ledger-format.md)."""
 
 
 class ProofError(LedgerError):

@@ -15,7 +15,6 @@ from ledger.core.limits import merkle_proof_len_max
 
 __all__ = [
     "BlockedRoot",
-    "MerkleAccumulator",
     "consistency_proof",
     "inclusion_proof",
     "root",
@@ -40,38 +39,6 @@ def root(leaf_hashes: Sequence[bytes]) -> bytes:
             paired.append(level[-1])
         level = paired
     return level[0]
-
-
-class MerkleAccumulator:
-    """A root over a stream of leaves in O(log n) memory: a stack of perfect subtree roots."""
-
-    __slots__ = ("_size", "_stack")
-
-    def __init__(self) -> None:
-        self._stack: list[tuple[int, bytes]] = []  # (height, hash), heights strictly decreasing
-        self._size = 0
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    def append(self, leaf_hash: bytes) -> None:
-        stack = self._stack
-        height, node = 0, leaf_hash
-        while stack and stack[-1][0] == height:
-            _, left = stack.pop()
-            node = node_hash(left, node)
-            height += 1
-        stack.append((height, node))
-        self._size += 1
-
-    def root(self) -> bytes:
-        if not self._stack:
-            return EMPTY_ROOT
-        node = self._stack[-1][1]
-        for _, left in reversed(self._stack[:-1]):
-            node = node_hash(left, node)
-        return node
 
 
 class BlockedRoot:

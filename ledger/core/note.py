@@ -21,7 +21,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from ledger.core.audit_errors import NoteError, SignatureError
+from ledger.core.failures import NoteError, SignatureError
 
 __all__ = [
     "ALG_ED25519",

@@ -16,14 +16,15 @@ from typing import Literal, TypeVar
 
 import msgspec
 
-from ledger.core.audit_errors import (
+from ledger.core.checkpoint import Checkpoint, parse_body, verify_checkpoint
+from ledger.core.errors import LedgerFormatError, ProofError
+from ledger.core.failures import (
     ConsistencyError,
     InclusionError,
+    Place,
     ReceiptError,
     VerificationError,
 )
-from ledger.core.checkpoint import Checkpoint, parse_body, verify_checkpoint
-from ledger.core.errors import ProofError, RecordError
 from ledger.core.hashing import leaf_hash
 from ledger.core.merkle import consistency_proof, inclusion_proof, verify_consistency, verify_inclusion
 from ledger.core.note import Verifier
@@ -107,7 +108,7 @@ def decode_document(data: bytes | str, kind: type[_T], *, where: str) -> _T:
     return doc
 
 
-def _hashes(values: Sequence[str], where: str) -> list[bytes]:
+def _hashes(values: Sequence[str], where: Place | str) -> list[bytes]:
     out = []
     for i, value in enumerate(values):
         try:
@@ -118,7 +119,7 @@ def _hashes(values: Sequence[str], where: str) -> list[bytes]:
     return out
 
 
-def _hex32(value: str, where: str, what: str) -> bytes:
+def _hex32(value: str, where: Place | str, what: str) -> bytes:
     try:
         raw = bytes.fromhex(value)
     except ValueError as exc:
@@ -139,13 +140,13 @@ def read_checkpoint(text: str, verifiers: Iterable[Verifier] | None, *, where: s
 
 def verify_batch_inclusion(inclusion: BatchInclusion, checkpoint: Checkpoint) -> None:
     header = inclusion.header
-    where = f"batch {header.seq} in the checkpoint of size {checkpoint.size}"
+    where = Place(batch_seq=header.seq, label=f"batch {header.seq} in the checkpoint of size {checkpoint.size}")
     if not 1 <= header.seq <= checkpoint.size:
         raise InclusionError("batch_in_checkpoint", where, "the checkpoint's tree does not reach this batch")
     try:
         leaf = tree_leaf(header)
-    except RecordError as exc:
-        raise InclusionError("batch_header", f"batch {header.seq}", str(exc)) from exc
+    except LedgerFormatError as exc:
+        raise InclusionError("batch_header", Place(batch_seq=header.seq), str(exc)) from exc
     try:
         verify_inclusion(header.seq - 1, checkpoint.size, leaf, _hashes(inclusion.tree_path, where), checkpoint.root)
     except ProofError as exc:
@@ -161,7 +162,7 @@ class EntryVerified(msgspec.Struct, frozen=True):
 
 def verify_entry_proof(proof: EntryProof, verifiers: Iterable[Verifier] | None) -> EntryVerified:
     header = proof.batch.header
-    where = f"batch {header.seq}, entry {proof.index}"
+    where = Place(batch_seq=header.seq, entry=proof.index)
     checkpoint = read_checkpoint(proof.checkpoint, verifiers)
     record = proof.record.encode()
     leaf = leaf_hash(record)
@@ -193,11 +194,11 @@ def verify_receipt_proof(
     and (given the manifest's bytes) the file in hand is the one it records."""
     checkpoint = read_checkpoint(proof.checkpoint, verifiers)
     header = proof.receipt_batch.header
-    where = f"receipt batch {header.seq}"
+    where = Place(batch_seq=header.seq, label=f"receipt batch {header.seq}")
     record = proof.receipt.encode()
     try:
         receipt = parse_receipt(record)
-    except RecordError as exc:
+    except LedgerFormatError as exc:
         raise ReceiptError("receipt_format", where, str(exc)) from exc
     if receipt.task_id != proof.task_id:
         raise ReceiptError("receipt_task", where, f"receipt is for task {receipt.task_id}, not {proof.task_id}")
@@ -213,14 +214,16 @@ def verify_receipt_proof(
     for seq, batch_hash in listed.items():
         inclusion = proved.get(seq)
         if inclusion is None:
-            raise InclusionError("receipt_batches", f"batch {seq}", "the receipt lists it; the proof omits it")
+            raise InclusionError("receipt_batches", Place(batch_seq=seq), "the receipt lists it; the proof omits it")
         if inclusion.header.batch_hash != batch_hash or inclusion.header.kind != "assets":
-            raise InclusionError("receipt_batches", f"batch {seq}", "its header differs from what the receipt lists")
+            raise InclusionError(
+                "receipt_batches", Place(batch_seq=seq), "its header differs from what the receipt lists"
+            )
         verify_batch_inclusion(inclusion, checkpoint)
     if set(proved) - set(listed):
         extra = sorted(set(proved) - set(listed))
         raise InclusionError(
-            "receipt_batches", f"batch {extra[0]}", "the proof carries a batch the receipt does not list"
+            "receipt_batches", Place(batch_seq=extra[0]), "the proof carries a batch the receipt does not list"
         )
     if manifest is not None:
         digest = hashlib.sha256()

@@ -1,24 +1,22 @@
-"""Every hashed structure of ledger format v1, built only here (see docs/ledger-format.md)."""
+"""The hashed structures of ledger format v1 (docs/ledger-format.md): asset records, receipts,
+batch headers and the chain, built only here. Row outcomes have their own module
+(ledger.core.outcomes), as do review entries (ledger.core.review)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 import msgspec
 
 from ledger.core.canonical import encode, encode_asset_shape, encode_trusted
-from ledger.core.errors import RecordError
+from ledger.core.errors import LedgerFormatError
 from ledger.core.hashing import sha256
-from ledger.core.limits import integer_max
 
 __all__ = [
-    "ACCEPTED_OUTCOME_TEMPLATE",
     "BATCH_KINDS",
     "FORMAT_VERSION",
     "GENESIS_PREV",
-    "OUTCOMES",
     "BatchHeader",
     "Receipt",
     "asset_record",
@@ -28,20 +26,11 @@ __all__ = [
     "format_time",
     "parse_receipt",
     "receipt_record",
-    "row_outcome",
 ]
 
 FORMAT_VERSION = 1
 BATCH_KINDS = frozenset({"assets", "receipt", "review"})
-OUTCOMES = frozenset({"committed", "duplicate", "quarantined"})
 GENESIS_PREV = bytes(32)
-
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-ACCEPTED_OUTCOME_TEMPLATE = (
-    b'{"errors":[],"outcome":"%s","record_hash":"%s","row":%d,"type":"row_outcome","v":'
-    + str(FORMAT_VERSION).encode()
-    + b"}"
-)
 
 
 def _asset_envelope(policy: str, lab: str) -> dict[str, str | int]:
@@ -72,50 +61,6 @@ def asset_record_encoder(*, policy: str, lab: str) -> Callable[[dict[str, str | 
     return encode_data
 
 
-def row_outcome(
-    *,
-    row: int,
-    outcome: str,
-    record_hash: str | None,
-    errors: Sequence[tuple[str, str]] = (),
-    cells: Sequence[str] | None = None,
-) -> bytes:
-    """What became of one data row; the receipt's outcomes_root is the Merkle root of these."""
-    if (
-        cells is None
-        and not errors
-        and record_hash is not None
-        and (outcome == "committed" or outcome == "duplicate")
-        and type(row) is int
-        and 0 <= row <= integer_max
-        and _HEX64.fullmatch(record_hash)
-    ):
-        # Most rows: the canonical bytes are this template (keys in sorted order; every
-        # value needs no escaping). Verification re-encodes millions of them, so it matters;
-        # tests/core/test_records_fast.py checks it against the general encoder.
-        return ACCEPTED_OUTCOME_TEMPLATE % (outcome.encode(), record_hash.encode(), row)
-    if outcome not in OUTCOMES:
-        raise RecordError(f"unknown outcome {outcome!r}")
-    quarantined = outcome == "quarantined"
-    if quarantined != (record_hash is None):
-        raise RecordError("record_hash is required for committed and duplicate rows, absent for quarantined")
-    if quarantined != bool(errors):
-        raise RecordError("errors are required for quarantined rows and absent otherwise")
-    if quarantined != (cells is not None):
-        raise RecordError("cells are kept for quarantined rows only")
-    value: dict[str, object] = {
-        "v": FORMAT_VERSION,
-        "type": "row_outcome",
-        "row": row,
-        "outcome": outcome,
-        "record_hash": record_hash,
-        "errors": [{"field": f, "rule": r} for f, r in errors],
-    }
-    if cells is not None:
-        value["cells"] = list(cells)
-    return encode(value)
-
-
 def receipt_record(
     *,
     task_id: str,
@@ -134,7 +79,7 @@ def receipt_record(
     """A manifest's account on the ledger: what was submitted, under which policy, and the
     root over the outcome of every row."""
     if rows_total != rows_committed + rows_duplicate + rows_quarantined:
-        raise RecordError(
+        raise LedgerFormatError(
             f"rows do not add up: {rows_committed} + {rows_duplicate} + {rows_quarantined} != {rows_total}"
         )
     return encode(
@@ -194,9 +139,9 @@ def parse_receipt(data: bytes) -> Receipt:
     try:
         receipt = _receipt_decoder.decode(data)
     except msgspec.DecodeError as exc:
-        raise RecordError(f"not a receipt: {exc}") from exc
+        raise LedgerFormatError(f"not a receipt: {exc}") from exc
     if receipt.type != "receipt" or receipt.v != FORMAT_VERSION:
-        raise RecordError(f"not a v{FORMAT_VERSION} receipt (type {receipt.type!r}, v {receipt.v})")
+        raise LedgerFormatError(f"not a v{FORMAT_VERSION} receipt (type {receipt.type!r}, v {receipt.v})")
     return receipt
 
 
@@ -212,7 +157,7 @@ class BatchHeader(msgspec.Struct, frozen=True, kw_only=True):
 
 def encode_header(header: BatchHeader) -> bytes:
     if header.kind not in BATCH_KINDS:
-        raise RecordError(f"unknown batch kind {header.kind!r}")
+        raise LedgerFormatError(f"unknown batch kind {header.kind!r}")
     return encode(
         {
             "v": FORMAT_VERSION,
@@ -230,12 +175,12 @@ def encode_header(header: BatchHeader) -> bytes:
 def chain_hash(prev: bytes, header_bytes: bytes) -> bytes:
     """SHA-256(previous chain hash ‖ canonical header); the first batch links to 32 zero bytes."""
     if len(prev) != 32:
-        raise RecordError(f"previous chain hash must be 32 bytes, got {len(prev)}")
+        raise LedgerFormatError(f"previous chain hash must be 32 bytes, got {len(prev)}")
     return sha256(prev + header_bytes)
 
 
 def format_time(moment: datetime) -> str:
     """UTC, microseconds always written: ``2026-11-23T04:00:00.000000Z``."""
     if moment.tzinfo is None:
-        raise RecordError("timestamps must be timezone-aware")
+        raise LedgerFormatError("timestamps must be timezone-aware")
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import msgspec
 
 from ledger.core.canonical import encode
-from ledger.core.errors import RecordError
+from ledger.core.errors import LedgerFormatError
 from ledger.core.records import FORMAT_VERSION
 
 __all__ = [
@@ -90,42 +90,42 @@ def _is_hex64(value: str | None) -> bool:
 
 
 def check_review(review: Review) -> None:
-    """Raise RecordError unless ``review`` is a well-formed v1 review entry."""
+    """Raise LedgerFormatError unless ``review`` is a well-formed v1 review entry."""
     if review.type != "review" or review.v != FORMAT_VERSION:
-        raise RecordError(f"not a v{FORMAT_VERSION} review (type {review.type!r}, v {review.v})")
+        raise LedgerFormatError(f"not a v{FORMAT_VERSION} review (type {review.type!r}, v {review.v})")
     rule = _RULES.get(review.action)
     if rule is None:
-        raise RecordError(f"unknown review action {review.action!r}")
+        raise LedgerFormatError(f"unknown review action {review.action!r}")
     status, outcomes = rule
     if review.status != status:
-        raise RecordError(f"a {review.action} leaves the item {status}, not {review.status!r}")
+        raise LedgerFormatError(f"a {review.action} leaves the item {status}, not {review.status!r}")
     if review.reason not in REASONS:
-        raise RecordError(f"unknown quarantine reason {review.reason!r}")
+        raise LedgerFormatError(f"unknown quarantine reason {review.reason!r}")
     if review.action == "conflict" and review.reason != "conflict":
-        raise RecordError("a conflict entry has reason conflict")
+        raise LedgerFormatError("a conflict entry has reason conflict")
     if review.action == "failed" and review.reason != "transient_failure":
-        raise RecordError("a failed entry has reason transient_failure")
+        raise LedgerFormatError("a failed entry has reason transient_failure")
     if review.item.row < 1:
-        raise RecordError("item rows count from 1")
+        raise LedgerFormatError("item rows count from 1")
     if outcomes is None:
         if review.correction is not None or review.values is not None or review.policy is not None:
-            raise RecordError("a dismissal carries no correction, values or policy")
+            raise LedgerFormatError("a dismissal carries no correction, values or policy")
         if not (review.note or "").strip():
-            raise RecordError("a dismissal needs a non-empty note (the reason)")
+            raise LedgerFormatError("a dismissal needs a non-empty note (the reason)")
     else:
         c = review.correction
         if c is None or c.outcome not in outcomes:
-            raise RecordError(f"a {review.action} carries a correction with outcome in {sorted(outcomes)}")
+            raise LedgerFormatError(f"a {review.action} carries a correction with outcome in {sorted(outcomes)}")
         if not _is_hex64(c.record_hash) or (c.ledger_hash is not None and not _is_hex64(c.ledger_hash)):
-            raise RecordError("record hashes are 64 lowercase hex characters")
+            raise LedgerFormatError("record hashes are 64 lowercase hex characters")
         if c.outcome == "duplicate" and c.ledger_hash != c.record_hash:
-            raise RecordError("a duplicate correction equals the ledger's latest revision")
+            raise LedgerFormatError("a duplicate correction equals the ledger's latest revision")
         if c.outcome == "conflict" and (c.ledger_hash is None or c.ledger_hash == c.record_hash):
-            raise RecordError("a conflict names the different, later revision in the ledger")
+            raise LedgerFormatError("a conflict names the different, later revision in the ledger")
         if review.values is None or review.policy is None:
-            raise RecordError(f"a {review.action} records the corrected values and the policy used")
+            raise LedgerFormatError(f"a {review.action} records the corrected values and the policy used")
     if (review.error is not None) != (review.action == "failed"):
-        raise RecordError("an error code is recorded for failed entries only")
+        raise LedgerFormatError("an error code is recorded for failed entries only")
 
 
 def review_record(
@@ -171,8 +171,8 @@ def parse_review(data: bytes) -> Review:
     try:
         review = _decoder.decode(data)
     except msgspec.DecodeError as exc:
-        raise RecordError(f"not a review: {exc}") from exc
+        raise LedgerFormatError(f"not a review: {exc}") from exc
     check_review(review)
     if encode(msgspec.to_builtins(review)) != data:
-        raise RecordError("review bytes are not canonical")
+        raise LedgerFormatError("review bytes are not canonical")
     return review

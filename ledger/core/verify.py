@@ -1,8 +1,9 @@
 """Chain verification from stored bytes (ledger format v1). Pure: plain data in, a report out.
 
-The verifier is fed batches in sequence order and stops at the first failure, which names
-the batch, the entry (index within its batch) where it can be localised, and a stable reason
-code. Reason codes are listed in docs/ledger-format.md.
+The verifier is fed batches in sequence order and stops at the first failure
+(ledger.core.failures.Failure), which names the batch, the entry (index within its batch)
+where it can be localised, and a stable check, its ``reason``; docs/ledger-format.md §6
+lists them.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from collections.abc import Iterable, Sequence
 
 import msgspec
 
-from ledger.core.errors import RecordError
+from ledger.core.errors import LedgerFormatError
+from ledger.core.failures import Failure
 from ledger.core.hashing import LEAF_PREFIX, leaf_hash
 from ledger.core.merkle import root
 from ledger.core.records import GENESIS_PREV, BatchHeader, chain_hash, encode_header, parse_receipt
@@ -20,7 +22,7 @@ from ledger.core.review import parse_review
 
 _sha256 = hashlib.sha256
 
-__all__ = ["ChainVerifier", "Failure", "StoredBatch", "StoredEntry", "VerifyReport", "verify_batches"]
+__all__ = ["ChainVerifier", "StoredBatch", "StoredEntry", "VerifyReport", "verify_batches"]
 
 
 class StoredEntry(msgspec.Struct, frozen=True):
@@ -38,13 +40,6 @@ class StoredBatch(msgspec.Struct, frozen=True, kw_only=True):
     expected_leaves: Sequence[bytes] | None = None
     # For a receipt batch: the canonical row_outcome bytes of its import, in row order.
     outcomes: Sequence[bytes] | None = None
-
-
-class Failure(msgspec.Struct, frozen=True):
-    batch_seq: int
-    entry: int | None
-    reason: str
-    detail: str
 
 
 class VerifyReport(msgspec.Struct, frozen=True):
@@ -91,11 +86,37 @@ class ChainVerifier:
         if header.seq != seq:
             reason = "batch_missing" if header.seq > seq else "batch_out_of_order"
             return Failure(seq, None, reason, f"expected batch {seq}, found batch {header.seq}")
-        leaves: list[bytes] = []
+        leaves = self._leaves(seq, batch)
+        if isinstance(leaves, Failure):
+            return leaves
+        failure = _check_root(seq, header, leaves)
+        if failure is not None:
+            return failure
+        link = chain_hash(self._prev, encode_header(header))
+        if link != batch.chain_hash:
+            return Failure(
+                seq, None, "chain_hash_mismatch", f"header links to {link.hex()}, stored {batch.chain_hash.hex()}"
+            )
+        failure = self._check_corrections(batch, leaves)
+        if failure is not None:
+            return failure
+        if header.kind == "receipt":
+            failure = self._check_receipt(batch)
+            if failure is not None:
+                return failure
+        elif header.kind == "assets":
+            self._asset_batches[seq] = header.batch_hash
+        self._prev = link
+        self._expected_seq += 1
+        return None
+
+    def _leaves(self, seq: int, batch: StoredBatch) -> list[bytes] | Failure:
+        """The batch's leaf hashes, each entry's checked against its stored one and, for an asset
+        batch, against the record hash its import's receipt accounts for; or the first failure."""
         expected = batch.expected_leaves
         entries = batch.entries
-        # Fast path, whole-list comparisons in C; on any difference the loop below finds and
-        # names the first failing entry.
+        # Fast path, whole-list comparisons in C; on any difference _leaves_one_by_one finds
+        # and names the first failing entry.
         sha, prefix = _sha256, LEAF_PREFIX  # leaf_hash inlined: one call per record adds up
         fast = [sha(prefix + e.record).digest() for e in entries]
         if (
@@ -103,9 +124,15 @@ class ChainVerifier:
             and fast == [e.leaf_hash for e in entries]
             and (expected is None or fast == list(expected[: len(fast)]))
         ):
-            leaves = fast
             self._records += len(fast)
-            entries = ()
+            return fast
+        return self._leaves_one_by_one(seq, entries, expected)
+
+    def _leaves_one_by_one(
+        self, seq: int, entries: Sequence[StoredEntry], expected: Sequence[bytes] | None
+    ) -> list[bytes] | Failure:
+        """The slow path of ``_leaves``: entry by entry, up to the first failing one."""
+        leaves: list[bytes] = []
         for position, entry in enumerate(entries):
             if entry.idx != position:
                 return Failure(
@@ -128,39 +155,7 @@ class ChainVerifier:
                     "the entry differs from the record its import's receipt accounts for at this position",
                 )
             leaves.append(leaf)
-        if len(leaves) != header.records:
-            if len(leaves) < header.records:
-                return Failure(
-                    seq, len(leaves), "entry_missing", f"header says {header.records} records, found {len(leaves)}"
-                )
-            return Failure(
-                seq,
-                header.records,
-                "record_count_mismatch",
-                f"header says {header.records} records, found {len(leaves)}",
-            )
-        computed = root(leaves).hex()
-        if computed != header.batch_hash:
-            return Failure(
-                seq, None, "batch_hash_mismatch", f"entries give root {computed}, header says {header.batch_hash}"
-            )
-        link = chain_hash(self._prev, encode_header(header))
-        if link != batch.chain_hash:
-            return Failure(
-                seq, None, "chain_hash_mismatch", f"header links to {link.hex()}, stored {batch.chain_hash.hex()}"
-            )
-        failure = self._check_corrections(batch, leaves)
-        if failure is not None:
-            return failure
-        if header.kind == "receipt":
-            failure = self._check_receipt(batch)
-            if failure is not None:
-                return failure
-        elif header.kind == "assets":
-            self._asset_batches[seq] = header.batch_hash
-        self._prev = link
-        self._expected_seq += 1
-        return None
+        return leaves
 
     def _check_corrections(self, batch: StoredBatch, leaves: list[bytes]) -> Failure | None:
         """A review batch accounts, in order, for the corrections linked just before it (§6.1)."""
@@ -178,7 +173,7 @@ class ChainVerifier:
         for position, entry in enumerate(batch.entries):
             try:
                 review = parse_review(entry.record)
-            except RecordError as exc:
+            except LedgerFormatError as exc:
                 return Failure(seq, position, "review_malformed", str(exc))
             correction = review.correction
             if correction is None or correction.outcome != "committed":
@@ -217,7 +212,7 @@ class ChainVerifier:
             return Failure(seq, None, "receipt_malformed", "a receipt batch holds exactly one entry")
         try:
             receipt = parse_receipt(batch.entries[0].record)
-        except RecordError as exc:
+        except LedgerFormatError as exc:
             return Failure(seq, 0, "receipt_malformed", str(exc))
         for listed in receipt.batches:
             if self._asset_batches.get(listed.seq) != listed.batch_hash:
@@ -243,6 +238,27 @@ class ChainVerifier:
                 seq, 0, "outcomes_root_mismatch", "the stored row outcomes do not give the receipt's outcomes_root"
             )
         return None
+
+
+def _check_root(seq: int, header: BatchHeader, leaves: list[bytes]) -> Failure | None:
+    """The header's record count and batch hash against the batch's leaves."""
+    if len(leaves) != header.records:
+        if len(leaves) < header.records:
+            return Failure(
+                seq, len(leaves), "entry_missing", f"header says {header.records} records, found {len(leaves)}"
+            )
+        return Failure(
+            seq,
+            header.records,
+            "record_count_mismatch",
+            f"header says {header.records} records, found {len(leaves)}",
+        )
+    computed = root(leaves).hex()
+    if computed != header.batch_hash:
+        return Failure(
+            seq, None, "batch_hash_mismatch", f"entries give root {computed}, header says {header.batch_hash}"
+        )
+    return None
 
 
 def verify_batches(batches: Iterable[StoredBatch]) -> VerifyReport:

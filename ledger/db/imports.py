@@ -10,27 +10,30 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from ledger.db import import_statuses as statuses
 from ledger.db.pool import Conn, Executor
 
 __all__ = [
     "TERMINAL_STATUSES",
-    "Checkpoint",
     "ImportRecord",
     "RowOutcome",
+    "StagingCheckpoint",
     "find_by_key",
     "get_import",
+    "hand_back",
     "insert_import",
     "iter_quarantined",
     "learn_finalize_cost",
     "list_rows",
     "mark_failed",
+    "record_attempt",
     "reset_checkpoint",
     "save_checkpoint",
-    "set_progress",
     "set_status",
+    "waiting_counts",
 ]
 
-TERMINAL_STATUSES = frozenset({"done", "failed", "cancelled"})
+TERMINAL_STATUSES = frozenset(statuses.TERMINAL)
 
 
 class ImportRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -62,9 +65,12 @@ class ImportRecord(msgspec.Struct, frozen=True, kw_only=True):
     checkpoint: dict[str, Any] | None = None
     finalizing_at: datetime | None = None
     finalize_seconds_per_row: float | None = None
+    attempts: list[dict[str, Any]] = []
+    retry_at: datetime | None = None
+    header: list[str] | None = None  # the manifest's header cells as written
 
 
-class Checkpoint(msgspec.Struct, kw_only=True):
+class StagingCheckpoint(msgspec.Struct, kw_only=True):
     """How far staging got, committed together with the staged rows it describes."""
 
     rows: int = 0  # records staged so far (a prefix of the manifest)
@@ -112,6 +118,19 @@ async def insert_import(conn: Executor, record: ImportRecord, submitted_by: uuid
     return bool(created)
 
 
+async def waiting_counts(conn: Executor, labs: list[str]) -> tuple[int, int]:
+    """Imports queued for a worker: in all, and for any of ``labs``."""
+    row = await conn.fetchrow(
+        """
+        SELECT count(*) AS queued, count(*) FILTER (WHERE lab = ANY($1::text[])) AS queued_lab
+        FROM imports WHERE status = 'queued'
+        """,
+        labs,
+    )
+    assert row is not None
+    return int(row["queued"]), int(row["queued_lab"])
+
+
 async def get_import(conn: Executor, import_id: uuid.UUID) -> ImportRecord | None:
     row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM imports WHERE id = $1", import_id)
     return None if row is None else _record(row)
@@ -125,31 +144,16 @@ async def find_by_key(conn: Executor, lab: str, key: str) -> ImportRecord | None
 async def set_status(conn: Executor, import_id: uuid.UUID, status: str) -> None:
     """Move a running import on; a cancelled or finished one is left as it is."""
     await conn.execute(
-        """
+        f"""
         UPDATE imports SET status = $2,
                started_at = CASE WHEN started_at IS NULL AND $2 <> 'queued' THEN now() ELSE started_at END,
-               finished_at = CASE WHEN $2 IN ('done', 'failed', 'cancelled') THEN now() ELSE finished_at END,
+               finished_at = CASE WHEN {statuses.terminal("$2")} THEN now() ELSE finished_at END,
                finalizing_at = CASE WHEN $2 = 'finalizing' THEN now() ELSE finalizing_at END
-        WHERE id = $1 AND status NOT IN ('done', 'failed', 'cancelled')
+        WHERE id = $1 AND {statuses.not_terminal()}
         """,
         import_id,
         status,
     )
-
-
-async def set_progress(conn: Executor, import_id: uuid.UUID, *, rows: int, quarantined: int, bytes_read: int) -> str:
-    """Record progress; returns the import's status, so the caller notices a cancel."""
-    status: str = await conn.fetchval(
-        """
-        UPDATE imports SET rows_total = $2, rows_quarantined = $3, bytes_read = $4 WHERE id = $1
-        RETURNING status
-        """,
-        import_id,
-        rows,
-        quarantined,
-        bytes_read,
-    )
-    return status
 
 
 # The history the final step's cost is learned from: the latest finished imports of the same kind
@@ -181,7 +185,7 @@ async def learn_finalize_cost(conn: Executor, import_id: uuid.UUID) -> float | N
     return cost
 
 
-async def save_checkpoint(conn: Executor, import_id: uuid.UUID, checkpoint: Checkpoint) -> str:
+async def save_checkpoint(conn: Executor, import_id: uuid.UUID, checkpoint: StagingCheckpoint) -> str:
     """Record staging progress (in the caller's transaction, with the COPY it describes);
     returns the import's status, so the caller notices a cancel."""
     status: str = await conn.fetchval(
@@ -215,6 +219,90 @@ async def mark_failed(conn: Executor, import_id: uuid.UUID, error: dict[str, Any
         """,
         import_id,
         error,
+    )
+
+
+async def record_attempt(
+    conn: Executor, import_id: uuid.UUID, error: dict[str, Any], *, retry_in_seconds: float | None
+) -> int:
+    """Append a failed attempt to a running import; with ``retry_in_seconds`` it waits in
+    'retrying' until then. Returns the attempts failed so far (0: the import has ended)."""
+    failed = await conn.fetchval(
+        f"""
+        UPDATE imports
+           SET attempts = attempts || jsonb_build_array(jsonb_build_object(
+                   'attempt', jsonb_array_length(attempts) + 1, 'error', $2::jsonb,
+                   'failed_at', to_jsonb(clock_timestamp()),
+                   'retry_at', to_jsonb(clock_timestamp() + make_interval(secs => $3)))),
+               status = CASE WHEN $3 IS NULL THEN status ELSE 'retrying' END,
+               retry_at = clock_timestamp() + make_interval(secs => $3)
+         WHERE id = $1 AND {statuses.not_terminal()}
+        RETURNING jsonb_array_length(attempts)
+        """,
+        import_id,
+        error,
+        retry_in_seconds,
+    )
+    return int(failed or 0)
+
+
+async def record_header(
+    conn: Executor, import_id: uuid.UUID, *, header: list[str], fmt: dict[str, Any], warnings: list[dict[str, Any]]
+) -> None:
+    """What reading the file's header found; the import is then validating its rows."""
+    await conn.execute(
+        f"""
+        UPDATE imports SET header = $2, format = $3, warnings = $4, status = 'validating'
+        WHERE id = $1 AND {statuses.not_terminal()}
+        """,
+        import_id,
+        header,
+        fmt,
+        warnings,
+    )
+
+
+async def status_of(conn: Executor, import_id: uuid.UUID) -> str | None:
+    status = await conn.fetchval("SELECT status FROM imports WHERE id = $1", import_id)
+    return None if status is None else str(status)
+
+
+async def cancel(conn: Executor, import_id: uuid.UUID) -> bool:
+    """Cancel an import that has not ended; False when it had. Finalisation holds this row's
+    lock for its whole transaction, so a cancel either lands before it (the worker then rolls
+    back) or sees 'done'."""
+    cancelled = await conn.fetchval(
+        f"""
+        UPDATE imports SET status = 'cancelled', finished_at = now(),
+               error = jsonb_build_object('code', 'cancelled', 'message', 'cancelled on request')
+        WHERE id = $1 AND {statuses.not_terminal()}
+        RETURNING true
+        """,
+        import_id,
+    )
+    return bool(cancelled)
+
+
+async def batches_of(conn: Executor, import_id: uuid.UUID) -> list[asyncpg.Record]:
+    """The ledger batches an import produced, in chain order."""
+    return await conn.fetch(
+        "SELECT seq, kind, batch_hash, chain_hash, records FROM ledger_batches WHERE import_id = $1 ORDER BY seq",
+        import_id,
+    )
+
+
+async def projection_applied_seq(conn: Executor) -> int | None:
+    """The last batch the current-state projection (GET /assets) has applied."""
+    seq = await conn.fetchval("SELECT applied_seq FROM assets_projection WHERE id = 1")
+    return None if seq is None else int(seq)
+
+
+async def hand_back(conn: Executor, import_id: uuid.UUID) -> None:
+    """A stopping worker gives its running import back to the queue: 'queued' again (its
+    checkpoint stays, so whoever picks it up resumes where it got to)."""
+    await conn.execute(
+        f"UPDATE imports SET status = 'queued' WHERE id = $1 AND {statuses.not_terminal()}",
+        import_id,
     )
 
 

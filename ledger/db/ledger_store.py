@@ -1,8 +1,8 @@
 """The append-only store: one transaction turns a staged, decided import into ledger batches.
 
 Record hashes were computed by the worker before this runs, and the decisions taken just
-before the final transaction (ledger.db.decisions). Under the head lock we only insert with
-set-based SQL and link the chain; the batch roots and the outcomes root are folded from
+before the final transaction (ledger.db.import_decisions). Under the head lock we only insert
+with set-based SQL and link the chain; the batch roots and the outcomes root are folded from
 precomputed leaf hashes meanwhile, on a second connection when there is one. Nothing here is
 per row except streaming leaf hashes through Python. The current-state projection (assets)
 is not written here: ledger.db.projection applies the committed batches after this
@@ -15,19 +15,21 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 import msgspec
 
 from ledger.core import merkle, records
-from ledger.core.errors import LedgerError
 from ledger.core.hashing import leaf_hash
-from ledger.db import chain, decisions
+from ledger.db import chain
+from ledger.db import import_decisions as decisions
+from ledger.db.checkpoints import CheckpointSigning
+from ledger.db.head import LockedHead, lock_head
 from ledger.db.pool import Conn
+from ledger.db.stored_outcomes import accepted_leaf_sql, stored_outcome
 
 __all__ = [
     "FinalizeResult",
@@ -36,7 +38,6 @@ __all__ = [
     "ImportContext",
     "SideConnection",
     "finalize_import",
-    "outcome_bytes",
 ]
 
 # Rows fetched per round trip when streaming hashes out of a cursor.
@@ -63,6 +64,8 @@ class ImportContext(msgspec.Struct, frozen=True, kw_only=True):
     manifest_sha256: str
     dry_run: bool
     staged_rows: int = 0  # rows in staging; picks the plan guard (decisions.set_based)
+    # Signs a checkpoint of the new head in the committing transaction; None signs none.
+    signing: CheckpointSigning | None = None
 
 
 class FinalizeResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -99,11 +102,13 @@ JOIN import_staging s ON s.import_id = $1 AND s.row_no = d.row_no
 WHERE d.import_id = $1 AND d.decision = 'commit'
 """
 
+# A valid row's outcome word (ledger.core.outcomes.ACCEPTED) from its decision.
+_ACCEPTED_OUTCOME = "CASE WHEN decision = 'commit' THEN 'committed' ELSE 'duplicate' END"
+
 # Row outcomes of the valid rows, from the decisions alone (narrow: no staged record read).
-_INSERT_ACCEPTED_ROWS = """
+_INSERT_ACCEPTED_ROWS = f"""
 INSERT INTO import_rows (import_id, row_no, outcome, asset_id, grant_code, revision, record_hash)
-SELECT $1, row_no, CASE WHEN decision = 'commit' THEN 'committed' ELSE 'duplicate' END,
-       asset_id, grant_code, revision, leaf_hash
+SELECT $1, row_no, {_ACCEPTED_OUTCOME}, asset_id, grant_code, revision, leaf_hash
 FROM import_decisions
 WHERE import_id = $1 AND decision <> 'conflict'
 """
@@ -116,14 +121,11 @@ FROM ({decisions.QUARANTINED}) q
 
 
 # The accepted rows in row order with their outcome leaves, hashed by PostgreSQL: the bytes are
-# records.ACCEPTED_OUTCOME_TEMPLATE (the same template the verifier re-encodes them with).
-_ACCEPTED_IN_ORDER = """
-SELECT row_no, decision = 'commit', leaf_hash,
-       sha256('\\x00'::bytea || convert_to(format({template}, CASE WHEN decision = 'commit' THEN 'committed'
-                                                          ELSE 'duplicate' END,
-                                              encode(leaf_hash, 'hex'), row_no), 'UTF8'))
+# outcomes.ACCEPTED_TEMPLATE (the same template the verifier re-encodes them with).
+_ACCEPTED_IN_ORDER = f"""
+SELECT row_no, decision = 'commit', leaf_hash, {accepted_leaf_sql(_ACCEPTED_OUTCOME, "leaf_hash", "row_no")}
 FROM import_decisions WHERE import_id = $1 AND decision <> 'conflict' ORDER BY row_no
-""".format(template="'" + records.ACCEPTED_OUTCOME_TEMPLATE.decode().replace("%d", "%s").replace("'", "''") + "'")
+"""
 
 # Read from staging and the decisions, not from import_rows: the pass may run on a connection
 # of its own, beside the transaction that writes import_rows.
@@ -135,9 +137,9 @@ async def finalize_import(
 ) -> FinalizeResult:
     """Decide, commit and account for every staged row of one import, atomically.
 
-    The decisions are taken first, in a transaction of their own (ledger.db.decisions); the
-    final transaction then takes the head lock, checks that nothing committed since changed
-    them, and writes. With ``side`` (a source of a second connection), the pass that hashes
+    The decisions are taken first, in a transaction of their own (ledger.db.import_decisions);
+    the final transaction then takes the head lock, checks that nothing committed since
+    changed them, and writes. With ``side`` (a source of a second connection), the pass that hashes
     batch roots and the outcomes root runs there meanwhile, instead of after the writes.
 
     A dry run classifies against the ledger and records the row outcomes but takes no
@@ -154,14 +156,7 @@ async def finalize_import(
         tally_task = asyncio.create_task(_side_pass(side, import_id, batch_rows_max, hashes=hashes))
     try:
         async with conn.transaction():
-            # Locking the import row first makes a concurrent cancel wait for us, or us see it.
-            status = await conn.fetchval("SELECT status FROM imports WHERE id = $1 FOR UPDATE", import_id)
-            _check_status(status, import_id)
-            head: chain.Head | None = None
-            if not ctx.dry_run:
-                # The head lock serialises linking, and makes the decisions final: nothing
-                # that could change them commits until this transaction does.
-                head = await chain.lock_head(conn)
+            head = await _lock(conn, ctx)
             steps.done("lock")
             if head is not None and await decisions.stale(conn, import_id, decided_seq, staged_rows=ctx.staged_rows):
                 # Rare: a batch committed since the snapshot touched one of our keys.
@@ -169,46 +164,22 @@ async def finalize_import(
                 tally_task = None
                 await decisions.redecide(conn, import_id, staged_rows=ctx.staged_rows)
                 steps.done("redecide")
-            await conn.execute(_INSERT_ACCEPTED_ROWS, import_id)
-            await conn.execute(_INSERT_QUARANTINED_ROWS, import_id)
+            await _insert_row_outcomes(conn, import_id)
             steps.done("row_outcomes")
             if head is not None:
-                # Entries need only where the import's batches start; their roots come later.
-                async with decisions.set_based(conn, ctx.staged_rows):
-                    await conn.execute(_INSERT_ENTRIES, import_id, head.seq + 1, batch_rows_max)
+                await _insert_entries(conn, ctx, head, batch_rows_max)
                 steps.done("entries")
-            if tally_task is not None:
-                tally = await tally_task
-            else:
-                await conn.execute("SELECT set_config('work_mem', $1, true)", decisions.WORK_MEM)
-                tally = await _outcome_pass(conn, import_id, batch_rows_max, hashes=hashes)
+            tally = await _tally(conn, tally_task, import_id, batch_rows_max, hashes=hashes)
             counts = tally.counts
             steps.done("outcome_pass")
             batches: list[tuple[int, bytes]] = []
             if head is not None:
                 head, batches = await _link(conn, head, ctx, tally)
-            # clock_timestamp(), not now(): now() is when this transaction began, before
-            # everything it writes, and the import's duration (its rows/s, the final step's
-            # cost its successors' ETAs learn from) runs to here.
-            await conn.execute(
-                """
-                UPDATE imports SET status = 'done', finished_at = clock_timestamp(), error = NULL,
-                       rows_total = $2, rows_committed = $3, rows_duplicate = $4, rows_quarantined = $5
-                WHERE id = $1
-                """,
-                import_id,
-                counts["total"],
-                counts["committed"],
-                counts["duplicate"],
-                counts["quarantined"],
-            )
+            await _mark_done(conn, import_id, counts)
         steps.done("commit")
     finally:
         await _drop(tally_task)
-    # Working state, after the commit: it is not the ledger, and what a failure or a crash here
-    # leaves behind, the next worker start sweeps (decisions.sweep_finished). The import is done.
-    with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-        await decisions.discard_working_rows(conn, import_id)
+    await _discard_working_rows(conn, import_id)
     steps.done("cleanup")
     return FinalizeResult(
         rows_total=counts["total"],
@@ -218,6 +189,70 @@ async def finalize_import(
         batches=batches,
         timings=steps.timings,
     )
+
+
+async def _lock(conn: Conn, ctx: ImportContext) -> LockedHead | None:
+    """Lock the import row and check it is still to be finished; then, unless a dry run, take
+    the head lock and return the head."""
+    # Locking the import row first makes a concurrent cancel wait for us, or us see it.
+    status = await conn.fetchval("SELECT status FROM imports WHERE id = $1 FOR UPDATE", ctx.import_id)
+    _check_status(status, ctx.import_id)
+    head: LockedHead | None = None
+    if not ctx.dry_run:
+        # The head lock serialises linking, and makes the decisions final: nothing
+        # that could change them commits until this transaction does.
+        head = await lock_head(conn)
+    return head
+
+
+async def _insert_row_outcomes(conn: Conn, import_id: uuid.UUID) -> None:
+    """Write the row outcomes of the valid rows, then of the quarantined ones."""
+    await conn.execute(_INSERT_ACCEPTED_ROWS, import_id)
+    await conn.execute(_INSERT_QUARANTINED_ROWS, import_id)
+
+
+async def _insert_entries(conn: Conn, ctx: ImportContext, head: LockedHead, batch_rows_max: int) -> None:
+    """Write the entries of the committed rows, numbered into batches after the head."""
+    # Entries need only where the import's batches start; their roots come later.
+    async with decisions.set_based(conn, ctx.staged_rows):
+        await conn.execute(_INSERT_ENTRIES, ctx.import_id, head.seq + 1, batch_rows_max)
+
+
+async def _tally(
+    conn: Conn, tally_task: asyncio.Task[_Tally] | None, import_id: uuid.UUID, batch_rows_max: int, *, hashes: bool
+) -> _Tally:
+    """The outcome pass's result: the side pass's when it runs, else the pass run here."""
+    if tally_task is not None:
+        return await tally_task
+    await conn.execute("SELECT set_config('work_mem', $1, true)", decisions.WORK_MEM)
+    return await _outcome_pass(conn, import_id, batch_rows_max, hashes=hashes)
+
+
+async def _mark_done(conn: Conn, import_id: uuid.UUID, counts: dict[str, int]) -> None:
+    """Mark the import done, with its row counts."""
+    # clock_timestamp(), not now(): now() is when this transaction began, before
+    # everything it writes, and the import's duration (its rows/s, the final step's
+    # cost its successors' ETAs learn from) runs to here.
+    await conn.execute(
+        """
+        UPDATE imports SET status = 'done', finished_at = clock_timestamp(), error = NULL,
+               rows_total = $2, rows_committed = $3, rows_duplicate = $4, rows_quarantined = $5
+        WHERE id = $1
+        """,
+        import_id,
+        counts["total"],
+        counts["committed"],
+        counts["duplicate"],
+        counts["quarantined"],
+    )
+
+
+async def _discard_working_rows(conn: Conn, import_id: uuid.UUID) -> None:
+    """Drop what the import staged and decided, after the commit; a failure here is no error."""
+    # Working state, after the commit: it is not the ledger, and what a failure or a crash here
+    # leaves behind, the next worker start sweeps (decisions.sweep_finished). The import is done.
+    with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        await decisions.discard_working_rows(conn, import_id)
 
 
 def _check_status(status: str | None, import_id: uuid.UUID) -> None:
@@ -244,8 +279,8 @@ async def _drop(task: asyncio.Task[_Tally] | None) -> None:
 
 
 async def _link(
-    conn: Conn, head: chain.Head, ctx: ImportContext, tally: _Tally
-) -> tuple[chain.Head, list[tuple[int, bytes]]]:
+    conn: Conn, head: LockedHead, ctx: ImportContext, tally: _Tally
+) -> tuple[LockedHead, list[tuple[int, bytes]]]:
     """Append the import's asset batches and its receipt to the chain, and move the head."""
     now = datetime.now(UTC)
     first_seq = head.seq + 1
@@ -279,7 +314,7 @@ async def _link(
         receipt_leaf,
         ctx.import_id,
     )
-    await chain.advance_head(conn, head)
+    await chain.advance_head(conn, head, ctx.signing)
     return head, batches
 
 
@@ -304,8 +339,8 @@ async def _outcome_pass(conn: Conn, import_id: uuid.UUID, batch_rows_max: int, *
     """One pass in row order over the import's outcomes: the counts, the batch roots and the
     outcomes root, reading the narrow decisions and the few quarantined rows, merged.
 
-    Accepted rows' outcome bytes are the template ``outcome_bytes`` uses for them; quarantined
-    rows go through ``outcome_bytes`` itself, as verification will. Committed rows are numbered
+    Accepted rows' outcome bytes are the template ``stored_outcome`` uses for them; quarantined
+    rows go through ``stored_outcome`` itself, as verification will. Committed rows are numbered
     in row order, so this order is also their order in the batches.
     """
     committed_rows = duplicate_rows = quarantined_rows = 0
@@ -320,7 +355,7 @@ async def _outcome_pass(conn: Conn, import_id: uuid.UUID, batch_rows_max: int, *
         while held is not None and (row_no is None or held[0] < row_no):
             quarantined_rows += 1
             if hashes:
-                outcomes.append(leaf_hash(outcome_bytes((held[0], "quarantined", None, held[1], held[2]))))
+                outcomes.append(leaf_hash(stored_outcome((held[0], "quarantined", None, held[1], held[2]))))
             held = await anext(quarantined, None)
 
     async for row_no, committed, record_hash, outcome_leaf in conn.cursor(
@@ -349,22 +384,3 @@ async def _outcome_pass(conn: Conn, import_id: uuid.UUID, batch_rows_max: int, *
         "quarantined": quarantined_rows,
     }
     return _Tally(counts=counts, batch_roots=roots, outcomes_root=outcomes.root())
-
-
-def outcome_bytes(row: asyncpg.Record | Sequence[Any]) -> bytes:
-    """The canonical row_outcome bytes for one import_rows row (shared with verification).
-
-    A stored row that no longer forms a valid outcome (tampered with) yields bytes that are
-    not canonical JSON, so it cannot hash to the receipt's root and verification reports it.
-    """
-    row_no, outcome, record_hash, errors, cells = row[0], row[1], row[2], row[3], row[4]
-    try:
-        return records.row_outcome(
-            row=int(row_no),
-            outcome=outcome,
-            record_hash=None if record_hash is None else bytes(record_hash).hex(),
-            errors=[(e["field"], e["rule"]) for e in errors or ()],
-            cells=cells if outcome == "quarantined" else None,
-        )
-    except (LedgerError, KeyError, TypeError) as exc:
-        return b"\xffmalformed row outcome " + repr((row_no, str(exc))).encode()

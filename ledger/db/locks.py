@@ -12,11 +12,20 @@ import asyncpg
 
 from ledger.db.pool import Conn
 
-__all__ = ["STAGING_SLOT_KEY", "import_key", "import_lock", "staging_slot"]
+__all__ = ["ADMISSION_KEY", "STAGING_SLOT_KEY", "hold_admission", "import_key", "import_lock", "staging_slot"]
 
 # One key, shared by every worker: the set of staging processes is the machine's CPUs.
 STAGING_SLOT_KEY = int.from_bytes(b"ldgstage", "big", signed=True)
 _POLL_SECONDS = 0.2
+# Submissions count the imports waiting and insert theirs under this key, so that N at once
+# cannot all see room for one more (8 simultaneous POSTs at a limit of 4 were all admitted).
+ADMISSION_KEY = int.from_bytes(b"ldgadmit", "big", signed=True)
+
+
+async def hold_admission(conn: Conn) -> None:
+    """Take the admission lock until the caller's transaction ends (it is held for a count
+    and an insert: milliseconds)."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", ADMISSION_KEY)
 
 
 def import_key(import_id: uuid.UUID) -> int:

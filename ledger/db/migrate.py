@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-__all__ = ["alembic_config", "head_revision", "upgrade"]
+__all__ = ["alembic_config", "current_revision", "head_revision", "upgrade"]
 
 _ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,6 +25,12 @@ def alembic_config(url: str) -> Config:
 def upgrade(url: str, revision: str = "head") -> None:
     """Bring the database at ``url`` to ``revision``. Blocking: call it outside an event loop."""
     command.upgrade(alembic_config(url), revision)
+
+
+async def current_revision(conn: Any) -> str | None:
+    """The revision the database's schema is at (None: never migrated)."""
+    revision = await conn.fetchval("SELECT version_num FROM alembic_version")
+    return None if revision is None else str(revision)
 
 
 def head_revision() -> str:

@@ -15,6 +15,8 @@ from typing import Any
 
 import msgspec
 
+from ledger.core.errors import LedgerFormatError
+from ledger.core.review import parse_review
 from ledger.db import projection
 from ledger.db.pool import Conn, Executor
 
@@ -26,8 +28,10 @@ __all__ = [
     "NewCorrection",
     "NewReview",
     "accounting",
+    "count_items",
     "facets",
     "history",
+    "index_leaves",
     "insert_corrections",
     "insert_reviews",
     "item_states",
@@ -75,6 +79,10 @@ class ItemRow(msgspec.Struct, frozen=True, kw_only=True):
     last_acted_at: datetime | None
     # The latest review entry's bytes (to replay a failed correction), if any.
     last_record: bytes | None = None
+
+    @property
+    def key(self) -> ItemKey:
+        return ItemKey(self.import_id, self.row)
 
 
 # Every item matching $1..$7; $1 status, $2 reason, $3 errors containment, $4 labs,
@@ -432,20 +440,17 @@ async def accounting(conn: Executor, import_id: uuid.UUID) -> dict[str, Any] | N
 _INDEX_MISMATCH = b"review index disagrees with its entry"
 
 
-def index_leaf(row: Any) -> bytes:
+def _index_leaf(row: Any) -> bytes:
     """The leaf hash a review entry must have according to its ``quarantine_reviews`` row.
 
     The row's decision columns are checked against the entry's bytes too: status queries read
     the index, so an index changed behind the ledger's back must not verify either.
     """
-    from ledger.core.errors import RecordError
-    from ledger.core.review import parse_review
-
     if row["record"] is None:
         return _INDEX_MISMATCH
     try:
         review = parse_review(bytes(row["record"]))
-    except RecordError:
+    except LedgerFormatError:
         return bytes(row["leaf_hash"])  # the verifier reports the malformed entry itself
     correction = None if review.correction is None else review.correction.record_hash
     stored = None if row["record_hash"] is None else bytes(row["record_hash"]).hex()
@@ -470,4 +475,4 @@ async def index_leaves(conn: Executor, batch_seq: int) -> list[bytes]:
         """,
         batch_seq,
     )
-    return [index_leaf(r) for r in rows]
+    return [_index_leaf(r) for r in rows]

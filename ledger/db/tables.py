@@ -29,6 +29,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
+from ledger.core.roles import ROLES
+from ledger.db import import_statuses
+
 __all__ = [
     "APPEND_ONLY_TABLES",
     "IMPORT_STATUSES",
@@ -48,21 +51,12 @@ __all__ = [
     "quarantine_reviews",
     "signing_keys",
     "tokens",
+    "workers",
 ]
 
 metadata = MetaData()
 
-ROLES = ("lab_manager", "compliance_officer", "auditor", "admin")
-IMPORT_STATUSES = (
-    "queued",
-    "parsing",
-    "validating",
-    "loading",
-    "finalizing",
-    "done",
-    "failed",
-    "cancelled",
-)
+IMPORT_STATUSES = import_statuses.STATUSES
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -113,7 +107,7 @@ imports = Table(
     Column("finished_at", DateTime(timezone=True)),
     # When the import entered its final transaction, and what that step was expected to cost a
     # staged row, learned from this server's recent imports when it started: with the bytes
-    # read, what its ETA is made of (ledger.services.imports.eta_seconds).
+    # read, what its ETA is made of (ledger.services.progress.eta_seconds).
     Column("finalizing_at", DateTime(timezone=True)),
     Column("finalize_seconds_per_row", Double),
     # What the submitter asked for about the file (encoding, sheet); the detected format; what
@@ -123,10 +117,28 @@ imports = Table(
     Column("warnings", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     # Resume point of a re-picked job: what the last committed staging chunk reached.
     Column("checkpoint", JSONB),
+    # Every attempt that ended in a transient failure, oldest first ({attempt, error, failed_at,
+    # retry_at}), and when the next one is due while the import waits in 'retrying'.
+    Column("attempts", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("retry_at", DateTime(timezone=True)),
     CheckConstraint(_in("status", IMPORT_STATUSES), name="imports_status_check"),
     UniqueConstraint("lab", "idempotency_key", name="imports_lab_idempotency_key"),
 )
 Index("imports_lab_created_idx", imports.c.lab, imports.c.created_at)
+
+# The workers alive now: each beats every third of the heartbeat timeout and deletes its row
+# when it stops cleanly, so readiness and `ledger status` need no process table of their own.
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("hostname", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("last_heartbeat", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # The imports this worker is running (ids), as of its last beat.
+    Column("running", ARRAY(UUID(as_uuid=True)), nullable=False, server_default=text("'{}'::uuid[]")),
+)
 # The most recent finished imports whose final step was timed: the history the ETA learns from.
 Index(
     "imports_finalized_idx",
@@ -272,7 +284,7 @@ Index(
     postgresql_where=import_staging.c.errors.isnot(None),
 )
 
-# What the decide step made of each valid staged row (ledger.db.decisions), between that step's
+# What the decide step made of each valid staged row (ledger.db.import_decisions), between that step's
 # commit and the final transaction. UNLOGGED for the same reason as staging: it is re-derived.
 import_decisions = Table(
     "import_decisions",

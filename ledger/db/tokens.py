@@ -9,9 +9,10 @@ from collections.abc import Sequence
 
 import msgspec
 
-from ledger.db.pool import Executor
+from ledger.core import roles
+from ledger.db.pool import Conn, Executor
 
-__all__ = ["TokenRow", "any_admin", "create_token", "find_token", "token_digest"]
+__all__ = ["TokenRow", "any_admin", "create_first_admin", "create_token", "find_token", "token_digest", "token_label"]
 
 _PREFIX = "ldg_"
 
@@ -57,5 +58,23 @@ async def find_token(conn: Executor, token: str) -> TokenRow | None:
     return TokenRow(id=row["id"], role=row["role"], labs=tuple(row["labs"]))
 
 
+async def token_label(conn: Executor, token_id: uuid.UUID) -> str | None:
+    label: str | None = await conn.fetchval("SELECT label FROM tokens WHERE id = $1", token_id)
+    return label
+
+
+async def create_first_admin(conn: Conn) -> str | None:
+    """An admin token if there is no admin yet (first start), else None. Two servers starting
+    at once must not both mint one, hence the lock."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('ledger.first_admin'))")
+        if await any_admin(conn):
+            return None
+        token, _ = await create_token(conn, role=roles.ADMIN, label="first start")
+        return token
+
+
 async def any_admin(conn: Executor) -> bool:
-    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM tokens WHERE role = 'admin' AND revoked_at IS NULL)"))
+    return bool(
+        await conn.fetchval("SELECT EXISTS (SELECT 1 FROM tokens WHERE role = $1 AND revoked_at IS NULL)", roles.ADMIN)
+    )

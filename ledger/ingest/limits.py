@@ -4,7 +4,6 @@ from __future__ import annotations
 
 __all__ = [
     "cell_chars_max",
-    "chunk_rows",
     "field_bytes_max",
     "form_field_bytes_max",
     "manifest_rows_max",
@@ -24,8 +23,6 @@ field_bytes_max = 1_048_576
 cell_chars_max = 65_536
 row_cells_max = 1_000
 manifest_rows_max = 10_000_000
-# Rows validated, hashed and staged together.
-chunk_rows = 5_000
 # What a quarantined row keeps of each original cell.
 quarantined_cell_chars_max = 4_096
 form_field_bytes_max = 65_536

@@ -1,9 +1,18 @@
-"""The worker: takes import jobs off the queue and runs the pipeline."""
+"""The worker: takes import jobs off the queue and runs them; stops by handing them back.
+
+A stop (SIGTERM from `ledger serve`, a supervisor or a deploy) cancels the running imports at
+once and gives each back to the queue (pgqueuer's RetryRequested with no delay): the next
+worker to start resumes it from its staging checkpoint. Before, a stop cancelled the job
+itself, which left the queue while its import stayed `validating` for good.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -17,43 +26,69 @@ from pgqueuer.queries import Queries
 
 from ledger.config import Settings
 from ledger.core.policy.registry import PolicyRegistry
-from ledger.db import decisions, projection
+from ledger.db import import_decisions as decisions
+from ledger.db import imports as imports_db
+from ledger.db import projection, workers
 from ledger.db.job_queue import IMPORT_ENTRYPOINT
 from ledger.db.pool import connect, create_pool
-from ledger.jobs.import_job import run_import
+from ledger.jobs.import_job import run_import_job
+from ledger.jobs.retry import RetryPolicy, RetryRequested
 from ledger.logs import get_logger
-from ledger.services.signing import configure_signing
+from ledger.services.signing import load_signing
 
-__all__ = ["Worker", "run_worker", "running_worker"]
+__all__ = ["APPLICATION_NAME", "Worker", "run_worker", "running_worker"]
 
 log = get_logger("ledger.worker")
 
+# How the worker's connections show in pg_stat_activity (an import's own connection is renamed
+# `ledger-import:<task id>` while it runs).
+APPLICATION_NAME = "ledger-worker"
+
 
 class Worker:
-    """One queue consumer: a LISTEN connection for pgqueuer and a pool for the pipeline."""
+    """One queue consumer: a LISTEN connection for pgqueuer and a pool for the imports."""
 
     def __init__(self, settings: Settings, database_url: str, policies: PolicyRegistry) -> None:
         self.settings = settings
         self.database_url = database_url
         self.policies = policies
-        configure_signing(settings)  # every commit signs a checkpoint of its new head
+        self.retry = RetryPolicy.from_settings(settings)
+        self.id = uuid.uuid4()
+        self.signing = load_signing(settings)  # every commit signs a checkpoint of its new head
         self._qm: QueueManager | None = None
         self._stopping = False
-        self._conn: asyncpg.Connection[Any] | None = None
-        self._pool: asyncpg.Pool[Any] | None = None
+        self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
+        # Set when the queue's own connection died (PostgreSQL restarted, say): the worker then
+        # stops and exits non-zero, and whoever supervises it starts a fresh one.
+        self.lost_database = False
+        self.registered = asyncio.Event()  # set once the worker is in the registry (ready)
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        # Three beats a timeout: one lost beat never makes a live worker look dead.
+        return max(self.settings.job_heartbeat_timeout_seconds / 3, 0.5)
 
     async def run(self) -> None:
-        self._conn = await connect(self.database_url)
-        # Two connections a running import (its own, and the side one of its final step), and
-        # one for the projector.
-        self._pool = await create_pool(
-            self.database_url, min_size=1, max_size=2 * self.settings.imports_running_max + 1
+        conn = await connect(self.database_url, application_name=APPLICATION_NAME)
+        # Two connections a running import (its own, and the side one of its final step), one
+        # for the projector and one for the heartbeat.
+        pool = await create_pool(
+            self.database_url,
+            min_size=1,
+            max_size=2 * self.settings.imports_running_max + 2,
+            application_name=APPLICATION_NAME,
         )
-        qm = QueueManager(Queries(AsyncpgDriver(self._conn)))
+        try:
+            await self._run(conn, pool)
+        finally:
+            await pool.close()
+            await conn.close()
+
+    async def _run(self, conn: asyncpg.Connection[Any], pool: asyncpg.Pool[Any]) -> None:
+        qm = QueueManager(Queries(AsyncpgDriver(conn)))
         self._qm = qm
         if self._stopping:  # asked to stop while connecting
             qm.shutdown.set()
-        pool = self._pool
         # Set by every finished import and once now, for whatever a worker that died after its
         # commit did not get to: the projector applies the projection when it is set.
         wanted = asyncio.Event()
@@ -62,18 +97,19 @@ class Worker:
         @qm.entrypoint(IMPORT_ENTRYPOINT, concurrency_limit=self.settings.imports_running_max)
         async def import_manifest(job: Job) -> None:
             assert job.payload is not None
-            import_id = uuid.UUID(job.payload.decode())
-            async with pool.acquire() as conn:
-                await run_import(conn, import_id, self.policies, self.settings, side=pool.acquire)
+            await self._import(pool, uuid.UUID(job.payload.decode()))
             # Applied by the worker's projector, not in this job: the job's slot is free for
             # the next import while the projection waits for (or follows) its final step.
             wanted.set()
 
-        async with pool.acquire() as conn:
-            await decisions.sweep_finished(conn)
-        projector = asyncio.create_task(_projector(pool, wanted))
-        log.info("worker_started", stage="worker")
-        heartbeat = timedelta(seconds=self.settings.job_heartbeat_timeout_seconds)
+        timeout = self.settings.job_heartbeat_timeout_seconds
+        await workers.register(pool, self.id, hostname=socket.gethostname(), pid=os.getpid(), timeout_seconds=timeout)
+        self.registered.set()
+        async with pool.acquire() as c:
+            await decisions.sweep_finished(c)
+        background = [asyncio.create_task(_projector(pool, wanted)), asyncio.create_task(self._beat(pool, conn))]
+        log.info("worker_started", stage="worker", worker_id=str(self.id), pid=os.getpid())
+        heartbeat = timedelta(seconds=timeout)
         try:
             # A job whose worker died (kill -9, lost host) keeps status 'picked' and stops
             # beating; pgqueuer's dequeue re-picks a picked job whose heartbeat is older than
@@ -85,16 +121,60 @@ class Worker:
                 heartbeat_timeout=heartbeat,
             )
         finally:
-            projector.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await projector
-            await self._pool.close()
-            await self._conn.close()
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            with contextlib.suppress(Exception):
+                await workers.unregister(pool, self.id)
+            log.info("worker_stopped", stage="worker", worker_id=str(self.id), pid=os.getpid())
+
+    async def _import(self, pool: asyncpg.Pool[Any], import_id: uuid.UUID) -> None:
+        """Run one import as a task of its own, so that a stop can cancel it and hand it back."""
+        task = asyncio.create_task(
+            run_import_job(pool, import_id, self.policies, self.settings, self.retry, self.signing)
+        )
+        self._running[import_id] = task
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not self._stopping or (current is not None and current.cancelling()):
+                raise  # the job itself was cancelled: not ours to hand back
+            # Nothing of an unfinished import is committed (its final step is one
+            # transaction), so it can go back as it is, with its checkpoint.
+            with contextlib.suppress(Exception):
+                await imports_db.hand_back(pool, import_id)
+            log.info("import_handed_back", stage="worker", task_id=str(import_id))
+            raise RetryRequested(delay=timedelta(0), reason="worker stopping") from None
+        finally:
+            self._running.pop(import_id, None)
+
+    async def _beat(self, pool: asyncpg.Pool[Any], queue_conn: asyncpg.Connection[Any]) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_seconds)
+            if queue_conn.is_closed():
+                # pgqueuer would wait on a dead LISTEN connection for good.
+                log.error("queue_connection_lost", stage="worker", worker_id=str(self.id))
+                self.lost_database = True
+                self.stop()
+                return
+            try:
+                await workers.beat(pool, self.id, list(self._running))
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                log.warning("heartbeat_failed", stage="worker", worker_id=str(self.id))
 
     def stop(self) -> None:
+        """Stop taking jobs and hand the running ones back (safe from a signal handler)."""
+        if self._stopping:
+            return
         self._stopping = True
+        log.info("worker_stopping", stage="worker", running=[str(i) for i in self._running])
         if self._qm is not None:
             self._qm.shutdown.set()
+        for task in self._running.values():
+            task.cancel()
 
 
 async def _projector(pool: asyncpg.Pool[Any], wanted: asyncio.Event) -> None:
@@ -114,12 +194,19 @@ async def _projector(pool: asyncpg.Pool[Any], wanted: asyncio.Event) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running_worker(settings: Settings, database_url: str, policies: PolicyRegistry) -> AsyncIterator[None]:
+async def running_worker(settings: Settings, database_url: str, policies: PolicyRegistry) -> AsyncIterator[Worker]:
     """A worker inside this process for as long as the context lasts (tests, demos)."""
     worker = Worker(settings, database_url, policies)
     task = asyncio.create_task(worker.run())
+    # Ready (in the registry) before the app serves its first request, as a started `ledger
+    # worker` would be by then.
+    registered = asyncio.create_task(worker.registered.wait())
+    await asyncio.wait([task, registered], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    registered.cancel()
+    if task.done():
+        task.result()  # it failed to start: say why
     try:
-        yield
+        yield worker
     finally:
         worker.stop()
         try:
@@ -128,7 +215,24 @@ async def running_worker(settings: Settings, database_url: str, policies: Policy
             task.cancel()
 
 
-def run_worker(settings: Settings, database_url: str) -> None:
+def run_worker(settings: Settings, database_url: str) -> bool:
+    """Run a worker until SIGTERM or SIGINT, which stop it gracefully (a second one kills).
+    False when it stopped because it lost the database."""
     policies = PolicyRegistry.load_dir(settings.policies_dir)
     worker = Worker(settings, database_url, policies)
-    asyncio.run(worker.run())
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, _on_signal, worker, loop)
+        await worker.run()
+
+    asyncio.run(main())
+    return not worker.lost_database
+
+
+def _on_signal(worker: Worker, loop: asyncio.AbstractEventLoop) -> None:
+    if worker._stopping:
+        # Asked twice: the operator means it. The job is re-picked after its heartbeat.
+        os._exit(130)
+    worker.stop()

@@ -8,8 +8,9 @@ import uuid
 
 from ledger.config import Settings
 from ledger.core.note import Signer
+from ledger.db.checkpoints import CheckpointSigning
 
-__all__ = ["checkpoint_origin", "configure_signing", "load_signer"]
+__all__ = ["CheckpointSigning", "checkpoint_origin", "load_signer", "load_signing"]
 
 
 def load_signer(settings: Settings) -> Signer:
@@ -42,10 +43,8 @@ def checkpoint_origin(settings: Settings, signer: Signer) -> str:
     return settings.checkpoint_origin or signer.name
 
 
-def configure_signing(settings: Settings) -> Signer:
-    """Load (or create) the key and make it the one this process signs checkpoints with."""
-    from ledger.db import checkpoints
-
+def load_signing(settings: Settings) -> CheckpointSigning:
+    """The key (loaded, or created on first start) and origin that this process signs
+    checkpoints with; handed to whatever commits (the worker, the API's review decisions)."""
     signer = load_signer(settings)
-    checkpoints.configure(signer, checkpoint_origin(settings, signer))
-    return signer
+    return CheckpointSigning(signer=signer, origin=checkpoint_origin(settings, signer))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.api.helpers import Api, manifest
+from ledger.testing import Api, manifest
 
 GOOD = "EQ-0001,NIH-R01GM1,equipment,1,CHM-204,2024-01-15,,,10.00,Centrifuge"
 
@@ -92,3 +92,25 @@ async def test_audit_endpoints_by_role(api: Api, role: str, status: int) -> None
 async def test_revoked_tokens_are_refused(api: Api, db: object) -> None:
     await db.execute("UPDATE tokens SET revoked_at = now()")  # type: ignore[attr-defined]
     assert (await api.get("/policies")).status_code == 401
+
+
+async def test_the_role_is_checked_before_parameters_and_bodies(api: Api) -> None:
+    """The guards run before Litestar reads the request: a wrong role is 403 even when the
+    parameters (400) or the body (400/422) are wrong too, and the refusal names the roles."""
+    checkpoints = await api.get("/audit/checkpoints", role="manager", params={"from": "-1"})
+    assert checkpoints.status_code == 403
+    assert checkpoints.json() == {
+        "code": "forbidden",
+        "message": "this action needs one of the roles auditor, compliance_officer, admin; you are lab_manager",
+    }
+    signing = await api.client.post("/audit/checkpoints", headers=api.auth("officer"))
+    assert signing.status_code == 403
+    assert signing.json()["message"] == "this action needs one of the roles admin; you are compliance_officer"
+    bulk = await api.client.post("/quarantine/bulk", headers=api.auth("auditor"), content=b"not json")
+    assert bulk.status_code == 403
+    assert bulk.json()["message"] == "this action needs one of the roles compliance_officer, admin; you are auditor"
+    cancel = await api.client.delete("/imports/not-a-task-id", headers=api.auth("officer"))
+    assert cancel.status_code == 403
+    assert (
+        cancel.json()["message"] == "this action needs one of the roles lab_manager, admin; you are compliance_officer"
+    )

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.helpers import Api, manifest
+from ledger.testing import Api, manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 CLEAN = (ROOT / "examples" / "clean-manifest.csv").read_bytes()

@@ -9,8 +9,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from tests.api.helpers import HEADER, Api, manifest
-from tests.ingest.xlsx_fixtures import xlsx_bytes
+from ledger.testing import HEADER, Api, manifest
+from ledger.testing.xlsx import xlsx_bytes
 
 GOOD = "EQ-0001,NIH-R01GM1,equipment,1,CHM-204,2024-01-15,,,10.00,Centrifuge"
 

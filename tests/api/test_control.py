@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from ledger.db.ledger_store import ImportCancelled, ImportContext, finalize_import
-from tests.api.helpers import Api, manifest
+from ledger.testing import Api, manifest
 
 GOOD = "EQ-0001,NIH-R01GM1,equipment,1,CHM-204,2024-01-15,,,10.00,Centrifuge"
 

@@ -15,10 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.helpers import Api
-from tests.vectors.audit_ledger import OTHER_SIGNER
+from ledger.core.hashing import sha256
+from ledger.core.note import Signer
+from ledger.testing import Api
 
 ROOT = Path(__file__).resolve().parents[2]
+CLEAN = (ROOT / "examples" / "clean-manifest.csv").read_bytes()
+# A key the server never signed with.
+OTHER_SIGNER = Signer("ledger.test/vectors", sha256(b"another key: not a secret"))
 
 
 def _project_copy(dest: Path) -> Path:
@@ -34,8 +38,6 @@ def _project_copy(dest: Path) -> Path:
 )
 async def test_core_only_venv_verifies_a_proof_served_by_the_api(api: Api, tmp_path: Path) -> None:
     """pip install --no-deps of the project plus msgspec and cryptography: nothing else."""
-    from tests.api.test_proofs import CLEAN
-
     await api.run(CLEAN)
     keys = (await api.get("/audit/public-key", role="auditor")).json()
     history = (await api.get("/assets/CHEM-0043/history", role="auditor")).json()

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.api.helpers import HEADER, Api
-from tests.ingest.xlsx_fixtures import Raw, xlsx_bytes
+from ledger.testing import HEADER, Api
+from ledger.testing.xlsx import Raw, xlsx_bytes
 
 COLUMNS = HEADER.split(",")
 EQUIPMENT = ["EQ-0001", "NIH-R01GM1", "equipment", "1", "CHM-204", "2024-01-15", "", "", "10.00", "Centrifuge"]

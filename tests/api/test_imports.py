@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.helpers import HEADER, Api, manifest
+from ledger.testing import HEADER, Api, manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 CLEAN = (ROOT / "examples" / "clean-manifest.csv").read_bytes()

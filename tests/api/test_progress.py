@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from ledger.db.imports import ImportRecord
-from ledger.services.imports import FINAL_STEP_TO_STAGING, eta_seconds, progress_of
+from ledger.services.progress import FINAL_STEP_TO_STAGING, eta_seconds, progress_of
 
 T0 = datetime(2026, 12, 2, 6, 0, tzinfo=UTC)
 

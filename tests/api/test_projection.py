@@ -9,7 +9,7 @@ from typing import Any
 
 from ledger.db import projection
 from ledger.db.pool import Conn, connect
-from tests.api.helpers import Api, manifest
+from ledger.testing import Api, manifest
 
 GOOD = "EQ-0001,NIH-R01GM1,equipment,1,CHM-204,2024-01-15,,,10.00,Centrifuge"
 REVISED = GOOD.replace(",1,CHM-204", ",3,CHM-204")

@@ -16,6 +16,7 @@ from ledger.core.bundle import iter_lines, verify_bundle
 from ledger.core.hashing import leaf_hash
 from ledger.core.merkle import root
 from ledger.core.note import Verifier
+from ledger.core.outcomes import ACCEPTED, row_outcome
 from ledger.core.proofs import (
     ConsistencyProof,
     EntryProof,
@@ -26,8 +27,8 @@ from ledger.core.proofs import (
     verify_entry_proof,
     verify_receipt_proof,
 )
-from ledger.db.ledger_store import outcome_bytes
-from tests.api.helpers import Api, manifest
+from ledger.db.stored_outcomes import IMPORT_OUTCOMES, accepted_leaf_sql, stored_outcome
+from ledger.testing import Api, manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 CLEAN = (ROOT / "examples" / "clean-manifest.csv").read_bytes()
@@ -131,11 +132,7 @@ async def _rewrite_history(db: Any, asset_id: str, old: bytes, new: bytes) -> No
         if b["kind"] == "receipt":
             e = await db.fetchrow("SELECT id, record FROM ledger_entries WHERE batch_seq = $1", seq)
             r = records.parse_receipt(bytes(e["record"]))
-            outcomes = await db.fetch(
-                "SELECT row_no, outcome, record_hash, errors, cells FROM import_rows "
-                "WHERE import_id = $1 ORDER BY row_no",
-                b["import_id"],
-            )
+            outcomes = await db.fetch(IMPORT_OUTCOMES, b["import_id"])
             forged = records.receipt_record(
                 task_id=r.task_id,
                 lab=r.lab,
@@ -147,7 +144,7 @@ async def _rewrite_history(db: Any, asset_id: str, old: bytes, new: bytes) -> No
                 rows_committed=r.rows.committed,
                 rows_duplicate=r.rows.duplicate,
                 rows_quarantined=r.rows.quarantined,
-                outcomes_root=root([leaf_hash(outcome_bytes(o)) for o in outcomes]).hex(),
+                outcomes_root=root([leaf_hash(stored_outcome(o)) for o in outcomes]).hex(),
                 batches=[(x.seq, hashes[x.seq]) for x in r.batches],
             )
             await db.execute(
@@ -234,13 +231,13 @@ async def test_a_consistent_rewrite_is_caught_by_an_earlier_checkpoint(api: Api,
 async def test_parallel_verification_reports_what_one_pass_reports(
     api: Api, db: Any, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ledger.db import audit as audit_db
+    from ledger.db import verification
 
-    monkeypatch.setattr(audit_db, "PARALLEL_RECORDS_MIN", 1)
+    monkeypatch.setattr(verification, "PARALLEL_RECORDS_MIN", 1)
     for prefix in ("PA", "PB", "PC"):
         await api.run(rows(prefix, 4))  # 2 asset batches and a receipt each
-    one = await audit_db.verify_ledger(db)
-    split = await audit_db.verify_ledger(db, database_url=database_url, workers=3)
+    one = await verification.verify_ledger(db)
+    split = await verification.verify_ledger(db, database_url=database_url, workers=3)
     assert one == split and split.ok and (split.batches_checked, split.records_checked) == (9, 15)
     await db.execute("SET session_replication_role = replica")
     await db.execute(
@@ -249,31 +246,47 @@ async def test_parallel_verification_reports_what_one_pass_reports(
     )
     await db.execute("DELETE FROM ledger_entries WHERE asset_id = 'PA-0001'")
     await db.execute("SET session_replication_role = DEFAULT")
-    one = await audit_db.verify_ledger(db)
-    split = await audit_db.verify_ledger(db, database_url=database_url, workers=3)
+    one = await verification.verify_ledger(db)
+    split = await verification.verify_ledger(db, database_url=database_url, workers=3)
     assert one == split and not split.ok
     assert split.first_failure is not None and split.first_failure.batch_seq == 1
 
 
-async def test_a_rotated_key_keeps_old_checkpoints_verifiable(api: Api, tmp_path: Path) -> None:
+async def test_a_rotated_key_keeps_old_checkpoints_verifiable(database_url: str, tmp_path: Path) -> None:
     from ledger.config import Settings
     from ledger.core.note import Signer
-    from ledger.services.signing import configure_signing
+    from ledger.testing import running_api
 
-    await api.run(CLEAN)
-    old_key = Verifier.parse((await api.get("/audit/public-key", role="auditor")).json()[0]["verifier_key"])
-    old_note = (await api.get("/audit/checkpoints/latest", role="auditor")).json()["note"]
+    settings = Settings(database_url=database_url, home=tmp_path, policies_dir=ROOT / "policies", batch_rows_max=3)
+    async with running_api(settings, database_url) as api:
+        await api.run(CLEAN)
+        old_key = Verifier.parse((await api.get("/audit/public-key", role="auditor")).json()[0]["verifier_key"])
+        old_note = (await api.get("/audit/checkpoints/latest", role="auditor")).json()["note"]
     # Rotation: a new key file under the same name, picked up at the next start.
     key_file = tmp_path / "rotated.key"
     key_file.write_text(Signer.generate(old_key.name).encode())
-    configure_signing(Settings(home=tmp_path, signing_key_file=key_file))
-    await api.run(rows("ROT", 2))
-    keys = (await api.get("/audit/public-key", role="auditor")).json()
-    assert [k["current"] for k in keys] == [True, False] and keys[1]["verifier_key"] == old_key.encode()
-    new_key = Verifier.parse(keys[0]["verifier_key"])
-    new_note = (await api.get("/audit/checkpoints/latest", role="auditor")).json()["note"]
+    rotated = Settings(
+        database_url=database_url, home=tmp_path, policies_dir=ROOT / "policies", signing_key_file=key_file
+    )
+    async with running_api(rotated, database_url) as api:
+        await api.run(rows("ROT", 2))
+        keys = (await api.get("/audit/public-key", role="auditor")).json()
+        assert [k["current"] for k in keys] == [True, False] and keys[1]["verifier_key"] == old_key.encode()
+        new_key = Verifier.parse(keys[0]["verifier_key"])
+        new_note = (await api.get("/audit/checkpoints/latest", role="auditor")).json()["note"]
+        export = (await api.get("/audit/export", role="auditor")).content
     assert read_checkpoint(old_note, [old_key]).size == 4
     assert read_checkpoint(new_note, [new_key]).size == 6
-    export = (await api.get("/audit/export", role="auditor")).content
     assert verify_bundle(iter_lines([export]), [new_key]).checkpoints == 1  # the old one is untrusted, not wrong
     assert verify_bundle(iter_lines([export]), [old_key, new_key]).checkpoints == 2
+
+
+async def test_the_commit_paths_sql_gives_the_row_outcome_bytes(db: Any) -> None:
+    # The final transaction hashes accepted outcomes in PostgreSQL, with SQL made from
+    # outcomes.ACCEPTED_TEMPLATE: it must give row_outcome's bytes exactly.
+    query = f"SELECT {accepted_leaf_sql('$1::text', '$2::bytea', '$3::bigint')}"
+    for outcome in ACCEPTED:
+        for row in (0, 1, 12_345, 2**63 - 1):
+            record_hash = leaf_hash(f"{outcome} {row}".encode())
+            expected = leaf_hash(row_outcome(row=row, outcome=outcome, record_hash=record_hash.hex()))
+            assert bytes(await db.fetchval(query, outcome, record_hash, row)) == expected

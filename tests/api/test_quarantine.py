@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from ledger.services.quarantine import decisions as quarantine_service
-from tests.api.helpers import Api, manifest
+from ledger.testing import Api, manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 DIRTY = (ROOT / "examples" / "dirty-manifest.csv").read_bytes()
@@ -510,3 +510,38 @@ async def test_after_a_series_of_actions_every_row_is_accounted_for(api: Api) ->
     # 2 import batches, then per decision: corrections and review batches.
     assert report["batches_checked"] == await head_seq(api)
     assert (await api.get("/imports/not-a-task/accounting", role="auditor")).status_code == 404
+
+
+async def test_an_action_behind_a_held_head_lock_waits_its_bound_in_all(
+    api: Api, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    task = await dirty(api)
+    monkeypatch.setattr(quarantine_service, "CORRECTION_LOCK_TIMEOUT_MS", 600)
+    monkeypatch.setattr(quarantine_service, "ACTION_WAIT_SECONDS", 1.0)
+    # As an import's final transaction does: the head row locked for longer than the bound.
+    tx = db.transaction()
+    await tx.start()
+    await db.execute("SELECT 1 FROM ledger_head WHERE id = 1 FOR UPDATE")
+    try:
+        t0 = time.monotonic()
+        resubmit = await post(api, f"/quarantine/{iid(task, 5)}/resubmit", {"values": {"quantity": "2"}, "note": "n"})
+        resubmit_seconds = time.monotonic() - t0
+        t0 = time.monotonic()
+        dismiss = await post(api, f"/quarantine/{iid(task, 6)}/dismiss", {"reason": "not ours"})
+        dismiss_seconds = time.monotonic() - t0
+    finally:
+        await tx.rollback()
+    # The failure could not be recorded either (recording links onto the chain too): 503, and
+    # within the bound in all, not once per lock.
+    assert resubmit.status_code == 503 and resubmit.json()["code"] == "transient_failure"
+    assert "could not be recorded" in resubmit.json()["message"]
+    assert dismiss.status_code == 503 and dismiss.json()["code"] == "transient_failure"
+    assert resubmit_seconds < 1.0 + 0.5 and dismiss_seconds < 0.6 + 0.5
+    # Nothing changed, and the lock free again, the same correction goes through.
+    item = (await api.get(f"/quarantine/{iid(task, 5)}", role="officer")).json()
+    assert (item["status"], item["history"]) == ("open", [])
+    again = await post(api, f"/quarantine/{iid(task, 5)}/resubmit", {"values": {"quantity": "2"}, "note": "n"})
+    assert again.status_code == 200, again.text
+    await verify_ok(api)

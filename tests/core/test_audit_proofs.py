@@ -1,7 +1,8 @@
 """Signed notes, checkpoints, entry/receipt/consistency proofs and bundles (pure core).
 
-Proof paths are compared with the recursive RFC 9162 reference of test_merkle.py on every
-tree size up to 64; property tests go beyond; every broken variant names the check it fails.
+Proof paths are compared with the recursive RFC 9162 reference (ledger.testing.merkle_reference)
+on every tree size up to 64; property tests go beyond; every broken variant names the check it
+fails.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.core.audit_errors import (
+from ledger.core.bundle import verify_bundle
+from ledger.core.checkpoint import Checkpoint, encode_body, parse_body, sign_checkpoint, verify_checkpoint
+from ledger.core.failures import (
     BundleError,
     ConsistencyError,
     InclusionError,
@@ -23,8 +26,6 @@ from ledger.core.audit_errors import (
     SignatureError,
     VerificationError,
 )
-from ledger.core.bundle import verify_bundle
-from ledger.core.checkpoint import Checkpoint, encode_body, parse_body, sign_checkpoint, verify_checkpoint
 from ledger.core.hashing import leaf_hash
 from ledger.core.note import Signer, Verifier, key_id, open_note, sign_note
 from ledger.core.proofs import (
@@ -39,7 +40,7 @@ from ledger.core.proofs import (
     verify_entry_proof,
     verify_receipt_proof,
 )
-from tests.core.test_merkle import ref_mth, ref_path, ref_subproof
+from ledger.testing.merkle_reference import leaves_of, ref_mth, ref_path, ref_subproof
 from tests.vectors.audit_ledger import (
     ORIGIN,
     OTHER_SIGNER,
@@ -373,7 +374,6 @@ def test_batch_inclusion_rejects_a_batch_beyond_the_checkpoint() -> None:
 def test_compact_range_and_blocked_root_match_the_reference(start: int, more: int, block: int) -> None:
     from ledger.core.bundle import CompactRange
     from ledger.core.merkle import BlockedRoot
-    from tests.core.test_merkle import leaves_of
 
     leaves = leaves_of(start + more)
     prefix = CompactRange()

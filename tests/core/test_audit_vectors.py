@@ -10,9 +10,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from ledger.core.audit_errors import VerificationError
 from ledger.core.bundle import verify_bundle
 from ledger.core.checkpoint import parse_body
+from ledger.core.failures import VerificationError
 from ledger.core.merkle import root
 from ledger.core.note import Signer, Verifier, open_note
 from ledger.core.proofs import (

@@ -1,87 +1,37 @@
-"""The fast Merkle code against a plain recursive transcription of RFC 9162 §2.1."""
+"""The fast Merkle code against a plain recursive transcription of RFC 9162 §2.1
+(ledger.testing.merkle_reference)."""
 
 from __future__ import annotations
-
-import hashlib
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ledger.core.bundle import CompactRange
 from ledger.core.errors import ProofError, RootMismatchError
 from ledger.core.merkle import (
-    MerkleAccumulator,
+    BlockedRoot,
     consistency_proof,
     inclusion_proof,
     root,
     verify_consistency,
     verify_inclusion,
 )
-
-# --- the reference: RFC 9162 §2.1.1, §2.1.3.1, §2.1.4.1 word for word ---------------------
-
-
-def ref_leaf(data: bytes) -> bytes:
-    return hashlib.sha256(b"\x00" + data).digest()
-
-
-def ref_node(left: bytes, right: bytes) -> bytes:
-    return hashlib.sha256(b"\x01" + left + right).digest()
-
-
-def ref_k(n: int) -> int:
-    k = 1
-    while k * 2 < n:
-        k *= 2
-    return k
-
-
-def ref_mth(leaves: list[bytes]) -> bytes:
-    n = len(leaves)
-    if n == 0:
-        return hashlib.sha256(b"").digest()
-    if n == 1:
-        return leaves[0]
-    k = ref_k(n)
-    return ref_node(ref_mth(leaves[:k]), ref_mth(leaves[k:]))
-
-
-def ref_path(m: int, leaves: list[bytes]) -> list[bytes]:
-    n = len(leaves)
-    if n == 1:
-        return []
-    k = ref_k(n)
-    if m < k:
-        return [*ref_path(m, leaves[:k]), ref_mth(leaves[k:])]
-    return [*ref_path(m - k, leaves[k:]), ref_mth(leaves[:k])]
-
-
-def ref_subproof(m: int, leaves: list[bytes], b: bool) -> list[bytes]:
-    n = len(leaves)
-    if m == n:
-        return [] if b else [ref_mth(leaves)]
-    k = ref_k(n)
-    if m <= k:
-        return [*ref_subproof(m, leaves[:k], b), ref_mth(leaves[k:])]
-    return [*ref_subproof(m - k, leaves[k:], False), ref_mth(leaves[:k])]
-
-
-def leaves_of(n: int) -> list[bytes]:
-    return [ref_leaf(i.to_bytes(4, "big")) for i in range(n)]
-
+from ledger.testing.merkle_reference import leaves_of, ref_leaf, ref_mth, ref_path, ref_subproof
 
 SIZES = range(0, 65)
 
 
 @pytest.mark.parametrize("n", SIZES)
-def test_root_and_accumulator_match_the_reference(n: int) -> None:
+def test_root_and_streaming_roots_match_the_reference(n: int) -> None:
     leaves = leaves_of(n)
     expected = ref_mth(leaves)
     assert root(leaves) == expected
-    acc = MerkleAccumulator()
+    acc, blocked = CompactRange(), BlockedRoot(4)
     for i, leaf in enumerate(leaves):
         acc.append(leaf)
-        assert acc.root() == ref_mth(leaves[: i + 1])
+        blocked.append(leaf)
+        assert acc.root() == blocked.root() == ref_mth(leaves[: i + 1])
     assert acc.size == n and acc.root() == expected
 
 
@@ -172,7 +122,7 @@ def test_a_rewritten_history_is_not_consistent_with_an_old_root() -> None:
 def test_large_trees_prove_inclusion_and_consistency(n: int, data: st.DataObject) -> None:
     leaves = leaves_of(n)
     tree_root = root(leaves)
-    acc = MerkleAccumulator()
+    acc = CompactRange()
     for leaf in leaves:
         acc.append(leaf)
     assert acc.root() == tree_root

@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from ledger.core import records
-from ledger.core.errors import RecordError
+from ledger.core.errors import LedgerFormatError
 from ledger.core.hashing import leaf_hash
 from ledger.core.merkle import root
 from ledger.core.review import Actor, Correction, PolicyRef, parse_review, review_record
@@ -102,21 +102,21 @@ def test_each_action_is_accepted(overrides: dict[str, Any]) -> None:
     ],
 )
 def test_malformed_decisions_are_refused(overrides: dict[str, Any]) -> None:
-    with pytest.raises(RecordError):
+    with pytest.raises(LedgerFormatError):
         make(**overrides)
 
 
 def test_parse_refuses_non_canonical_unknown_and_other_types() -> None:
     data = make()
-    with pytest.raises(RecordError, match="canonical"):
+    with pytest.raises(LedgerFormatError, match="canonical"):
         parse_review(data.replace(b'"action":', b'"action": '))
-    with pytest.raises(RecordError):
+    with pytest.raises(LedgerFormatError):
         parse_review(data[:-1] + b',"extra":1}')
-    with pytest.raises(RecordError):
+    with pytest.raises(LedgerFormatError):
         parse_review(records.asset_record(policy="p", lab="l", data={"asset_id": "A"}))
     obj = msgspec.json.decode(data)
     obj["v"] = 2
-    with pytest.raises(RecordError):
+    with pytest.raises(LedgerFormatError):
         parse_review(msgspec.json.encode(obj, order="sorted"))
 
 

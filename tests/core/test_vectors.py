@@ -12,6 +12,7 @@ from ledger.core import canonical, records
 from ledger.core.errors import ProofError
 from ledger.core.hashing import leaf_hash
 from ledger.core.merkle import root, verify_consistency, verify_inclusion
+from ledger.core.outcomes import row_outcome
 from ledger.core.verify import verify_batches
 from tests.vectors.generate import to_stored
 
@@ -35,7 +36,7 @@ def test_records() -> None:
     for outcome in ("committed", "duplicate", "quarantined"):
         v = by_name[f"row_outcome {outcome}"]
         i = v["input"]
-        data = records.row_outcome(
+        data = row_outcome(
             row=i["row"],
             outcome=i["outcome"],
             record_hash=i["record_hash"],

@@ -17,7 +17,7 @@ from ledger.ingest.errors import ManifestError
 from ledger.ingest.formats import ReadOptions, open_manifest
 from ledger.ingest.text_reader import first_undecodable
 from ledger.ingest.xlsx_reader import cell_text
-from tests.ingest.xlsx_fixtures import Raw, xlsx_bytes
+from ledger.testing.xlsx import Raw, xlsx_bytes
 
 Rows = list[tuple[int, list[str], str | None]]
 

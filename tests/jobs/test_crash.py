@@ -4,7 +4,6 @@ with exactly the ledger content of an uninterrupted run; nothing is doubled or h
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import signal
@@ -14,7 +13,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +20,17 @@ import psutil
 import pytest
 
 from ledger.bench.manifest import write_manifest
-from ledger.config import Settings
+from ledger.core.policy.registry import PolicyRegistry
 from ledger.db import imports as imports_db
 from ledger.db.ledger_store import ImportAlreadyFinished, ImportContext, finalize_import
 from ledger.db.pool import Conn, connect
 from ledger.jobs.import_job import run_import
-from ledger.db.job_queue import enqueue_import
-from ledger.core.policy.registry import PolicyRegistry
-from tests.conftest import _admin, _with_database
-from tests.jobs.content import ledger_content
+from ledger.testing.checkout import ROOT
+from ledger.testing.content import ledger_content
+from ledger.testing.databases import run_admin, with_database
+from ledger.testing.imports import CHUNK_ROWS, create_import, job_settings
 
-ROOT = Path(__file__).resolve().parents[2]
 ROWS = 10_000
-CHUNK_ROWS = 250
 _references: dict[Path, dict[str, Any]] = {}
 
 
@@ -43,54 +39,14 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_manifest(tmp_path_factory.mktemp("crash") / "manifest.csv", ROWS)
 
 
-def _settings(url: str, home: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"import_chunk_rows": CHUNK_ROWS, "import_processes": 0, **overrides}
-    return Settings(database_url=url, home=home, policies_dir=ROOT / "policies", **values)
-
-
-async def _create_import(conn: Conn, path: Path, policies: PolicyRegistry, *, enqueue: bool) -> uuid.UUID:
-    """What POST /imports records for a spooled file: the import row and its job, together."""
-    policy = policies.get("lab-inventory")
-    task_id = uuid.uuid4()
-    record = imports_db.ImportRecord(
-        id=task_id,
-        idempotency_key=f"crash-{task_id}",
-        lab="chem-lab",
-        policy_name=policy.name,
-        policy_version=policy.version,
-        policy_sha256=policy.sha256,
-        manifest_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
-        manifest_bytes=path.stat().st_size,
-        filename=path.name,
-        spool_path=str(path),
-        dry_run=False,
-        status="queued",
-        rows_total=0,
-        rows_committed=0,
-        rows_duplicate=0,
-        rows_quarantined=0,
-        bytes_read=0,
-        error=None,
-        accepted_body={},
-        created_at=datetime.now(UTC),
-        started_at=None,
-        finished_at=None,
-    )
-    async with conn.transaction():
-        assert await imports_db.insert_import(conn, record, None)
-        if enqueue:
-            await enqueue_import(conn, task_id)
-    return task_id
-
-
 @asynccontextmanager
 async def _fresh_database(pg_server: str, template_db: str) -> AsyncIterator[str]:
     name = f"ledger_t_{uuid.uuid4().hex[:12]}"
-    await _admin(pg_server, f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    await run_admin(pg_server, f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
     try:
-        yield _with_database(pg_server, name)
+        yield with_database(pg_server, name)
     finally:
-        await _admin(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await run_admin(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def _reference(pg_server: str, template_db: str, manifest: Path, home: Path) -> dict[str, Any]:
@@ -98,11 +54,11 @@ async def _reference(pg_server: str, template_db: str, manifest: Path, home: Pat
     if manifest in _references:
         return _references[manifest]
     async with _fresh_database(pg_server, template_db) as url:
-        settings = _settings(url, home)
+        settings = job_settings(url, home)
         policies = PolicyRegistry.load_dir(settings.policies_dir)
         conn = await connect(url)
         try:
-            task_id = await _create_import(conn, manifest, policies, enqueue=False)
+            task_id = await create_import(conn, manifest, policies, enqueue=False)
             await run_import(conn, task_id, policies, settings)
             record = await imports_db.get_import(conn, task_id)
             assert record is not None and record.status == "done", record
@@ -168,12 +124,12 @@ async def _crash_and_resume(
     manifest: Path,
     tmp_path: Path,
     kill_when: Any,
-) -> tuple[dict[str, Any], imports_db.Checkpoint, str]:
+) -> tuple[dict[str, Any], imports_db.StagingCheckpoint, str]:
     policies = PolicyRegistry.load_dir(ROOT / "policies")
     log = tmp_path / "worker.log"
     conn = await connect(database_url)
     try:
-        task_id = await _create_import(conn, manifest, policies, enqueue=True)
+        task_id = await create_import(conn, manifest, policies, enqueue=True)
         with _worker(database_url, tmp_path, log) as first:
             await _poll(conn, task_id, kill_when)
             orphans = _kill(first)
@@ -187,7 +143,7 @@ async def _crash_and_resume(
         with _worker(database_url, tmp_path, log):
             row = await _poll(conn, task_id, lambda r: r["status"] == "done", timeout=90)
         content = await ledger_content(conn)
-        checkpoint = imports_db.Checkpoint(**row["checkpoint"])
+        checkpoint = imports_db.StagingCheckpoint(**row["checkpoint"])
         verify = subprocess.run(
             [sys.executable, "-m", "ledger.cli.main", "verify"],
             env={**os.environ, "LEDGER_DATABASE_URL": database_url, "LEDGER_HOME": str(tmp_path)},
@@ -239,11 +195,11 @@ async def test_kill_9_during_the_final_transaction_commits_nothing_then_complete
 async def test_two_runs_of_one_import_at_once_change_nothing_twice(
     pg_server: str, template_db: str, database_url: str, manifest: Path, tmp_path: Path
 ) -> None:
-    settings = _settings(database_url, tmp_path)
+    settings = job_settings(database_url, tmp_path)
     policies = PolicyRegistry.load_dir(settings.policies_dir)
     conns = [await connect(database_url) for _ in range(3)]
     try:
-        task_id = await _create_import(conns[0], manifest, policies, enqueue=False)
+        task_id = await create_import(conns[0], manifest, policies, enqueue=False)
         await asyncio.gather(*(run_import(c, task_id, policies, settings) for c in conns[:2]))
         content = await ledger_content(conns[2])
         record = await imports_db.get_import(conns[2], task_id)
@@ -272,12 +228,12 @@ async def test_a_checkpoint_whose_staged_rows_were_lost_starts_over(
     pg_server: str, template_db: str, database_url: str, manifest: Path, tmp_path: Path
 ) -> None:
     """Staging is UNLOGGED: a database crash empties it while the checkpoint survives."""
-    settings = _settings(database_url, tmp_path)
+    settings = job_settings(database_url, tmp_path)
     policies = PolicyRegistry.load_dir(settings.policies_dir)
     conn = await connect(database_url)
     try:
-        task_id = await _create_import(conn, manifest, policies, enqueue=False)
-        lost = imports_db.Checkpoint(rows=3 * CHUNK_ROWS, last_row=3 * CHUNK_ROWS, bytes_read=1)
+        task_id = await create_import(conn, manifest, policies, enqueue=False)
+        lost = imports_db.StagingCheckpoint(rows=3 * CHUNK_ROWS, last_row=3 * CHUNK_ROWS, bytes_read=1)
         async with conn.transaction():
             await imports_db.save_checkpoint(conn, task_id, lost)
         await run_import(conn, task_id, policies, settings)
@@ -293,11 +249,13 @@ async def test_a_checkpoint_whose_staged_rows_were_lost_starts_over(
 async def test_processes_and_chunk_sizes_do_not_change_a_byte(
     pg_server: str, template_db: str, database_url: str, manifest: Path, tmp_path: Path
 ) -> None:
-    settings = _settings(database_url, tmp_path, import_processes=2, import_parallel_bytes_min=0, import_chunk_rows=777)
+    settings = job_settings(
+        database_url, tmp_path, import_processes=2, import_parallel_bytes_min=0, import_chunk_rows=777
+    )
     policies = PolicyRegistry.load_dir(settings.policies_dir)
     conn = await connect(database_url)
     try:
-        task_id = await _create_import(conn, manifest, policies, enqueue=False)
+        task_id = await create_import(conn, manifest, policies, enqueue=False)
         await run_import(conn, task_id, policies, settings)
         content = await ledger_content(conn)
     finally:
@@ -308,11 +266,11 @@ async def test_processes_and_chunk_sizes_do_not_change_a_byte(
 async def test_a_job_re_picked_after_its_import_was_cancelled_clears_its_staging(
     database_url: str, manifest: Path, tmp_path: Path
 ) -> None:
-    settings = _settings(database_url, tmp_path)
+    settings = job_settings(database_url, tmp_path)
     policies = PolicyRegistry.load_dir(settings.policies_dir)
     conn = await connect(database_url)
     try:
-        task_id = await _create_import(conn, manifest, policies, enqueue=False)
+        task_id = await create_import(conn, manifest, policies, enqueue=False)
         # What a worker killed mid-staging left, then a cancel while no worker ran it.
         await conn.execute("INSERT INTO import_staging (import_id, row_no, cells) VALUES ($1, 1, '[]')", task_id)
         await conn.execute("UPDATE imports SET status = 'cancelled' WHERE id = $1", task_id)
@@ -330,9 +288,9 @@ async def test_a_commit_whose_worker_died_before_projecting_is_projected_at_the_
     policies = PolicyRegistry.load_dir(ROOT / "policies")
     conn = await connect(database_url)
     try:
-        task_id = await _create_import(conn, manifest, policies, enqueue=False)
+        task_id = await create_import(conn, manifest, policies, enqueue=False)
         # The pipeline alone: committed, as by a worker that died right after its commit.
-        await run_import(conn, task_id, policies, _settings(database_url, tmp_path))
+        await run_import(conn, task_id, policies, job_settings(database_url, tmp_path))
         head = await conn.fetchval("SELECT seq FROM ledger_head")
         assert head > 0 and await conn.fetchval("SELECT applied_seq FROM assets_projection") == 0
         assert await conn.fetchval("SELECT count(*) FROM assets") == 0

@@ -18,13 +18,15 @@ import asyncpg
 import pytest
 
 from ledger.bench.manifest import write_manifest
-from ledger.db import audit, decisions
+from ledger.core.policy.registry import PolicyRegistry
+from ledger.db import import_decisions as decisions
 from ledger.db import imports as imports_db
+from ledger.db import verification
 from ledger.db.ledger_store import SideConnection
 from ledger.db.pool import Conn, connect
 from ledger.jobs.import_job import run_import
-from ledger.core.policy.registry import PolicyRegistry
-from tests.jobs.test_crash import ROOT, _create_import, _settings
+from ledger.testing.checkout import ROOT
+from ledger.testing.imports import create_import, job_settings
 
 ROWS = 400
 
@@ -47,12 +49,12 @@ async def _interleaved(
     """Import ``second``, but let ``first`` commit between its decide step and its final transaction."""
     first_path = write_manifest(tmp_path / "first.csv", ROWS, seed=1)
     second_path = write_manifest(tmp_path / "second.csv", ROWS, seed=1 if same_keys else 2)
-    settings = _settings(database_url, tmp_path)
+    settings = job_settings(database_url, tmp_path)
     policies = PolicyRegistry.load_dir(ROOT / "policies")
     conn, other = await connect(database_url), await connect(database_url)
     try:
-        first = await _create_import(other, first_path, policies, enqueue=False)
-        second = await _create_import(conn, second_path, policies, enqueue=False)
+        first = await create_import(other, first_path, policies, enqueue=False)
+        second = await create_import(conn, second_path, policies, enqueue=False)
         real_decide, real_redecide = decisions.decide, decisions.redecide
         redecided = 0
 
@@ -77,7 +79,7 @@ async def _interleaved(
             "SELECT asset_id, grant_code, revision FROM ledger_entries WHERE kind = 'asset' "
             "GROUP BY 1, 2, 3 HAVING count(*) > 1"
         )
-        report = await audit.verify_ledger(conn)
+        report = await verification.verify_ledger(conn)
         assert report.ok, report
         for table in ("import_staging", "import_decisions"):
             assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 0, table
@@ -113,8 +115,8 @@ async def test_working_rows_of_finished_imports_are_swept(database_url: str, tmp
     policies = PolicyRegistry.load_dir(ROOT / "policies")
     conn = await connect(database_url)
     try:
-        done = await _create_import(conn, write_manifest(tmp_path / "a.csv", 10), policies, enqueue=False)
-        running = await _create_import(conn, write_manifest(tmp_path / "b.csv", 10), policies, enqueue=False)
+        done = await create_import(conn, write_manifest(tmp_path / "a.csv", 10), policies, enqueue=False)
+        running = await create_import(conn, write_manifest(tmp_path / "b.csv", 10), policies, enqueue=False)
         await conn.execute("UPDATE imports SET status = 'done' WHERE id = $1", done)
         await conn.execute("UPDATE imports SET status = 'validating' WHERE id = $1", running)
         for import_id in (done, running):
@@ -139,7 +141,7 @@ async def test_a_failure_after_the_commit_leaves_the_import_done(
     policies = PolicyRegistry.load_dir(ROOT / "policies")
     conn = await connect(database_url)
     try:
-        task_id = await _create_import(conn, write_manifest(tmp_path / "m.csv", 50), policies, enqueue=False)
+        task_id = await create_import(conn, write_manifest(tmp_path / "m.csv", 50), policies, enqueue=False)
 
         real = decisions.discard_working_rows
 
@@ -149,7 +151,7 @@ async def test_a_failure_after_the_commit_leaves_the_import_done(
             await real(c, import_id)
 
         monkeypatch.setattr(decisions, "discard_working_rows", broken)
-        await run_import(conn, task_id, policies, _settings(database_url, tmp_path))
+        await run_import(conn, task_id, policies, job_settings(database_url, tmp_path))
         record = await imports_db.get_import(conn, task_id)
         assert record is not None and record.status == "done" and record.rows_committed > 0, record
         assert await conn.fetchval("SELECT count(*) FROM import_staging") > 0

@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 
 from ledger.bench.manifest import HEADER, generate_rows
-from ledger.db import decisions
+from ledger.db import import_decisions as decisions
 from ledger.db.pool import connect
-from tests.api.helpers import Api
-from tests.jobs.content import digest, ledger_content
+from ledger.testing import Api
+from ledger.testing.content import digest, ledger_content
 
 PINNED = "3559053c1f065d937e7dea6e2fcd589327e38a3ed8f9c86fdec7bd3b2488dea7"
 

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from ledger.bench.manifest import write_manifest
+from ledger.core.policy.registry import PolicyRegistry
 from ledger.db import locks
 from ledger.db.pool import Conn, connect
 from ledger.jobs.import_job import run_import
-from ledger.core.policy.registry import PolicyRegistry
-from tests.jobs.test_crash import ROOT, _create_import, _settings
+from ledger.testing.checkout import ROOT
+from ledger.testing.imports import create_import, job_settings
 
 
 async def _status(conn: Conn, task_id: uuid.UUID) -> tuple[str, Any]:
@@ -27,12 +28,12 @@ async def test_a_big_import_waits_for_the_staging_slot_and_a_small_one_does_not(
 ) -> None:
     policies = PolicyRegistry.load_dir(ROOT / "policies")
     path = write_manifest(tmp_path / "m.csv", 300)
-    big = _settings(database_url, tmp_path, import_processes=1, import_parallel_bytes_min=1)
-    small = _settings(database_url, tmp_path, import_processes=1, import_parallel_bytes_min=10**9)
+    big = job_settings(database_url, tmp_path, import_processes=1, import_parallel_bytes_min=1)
+    small = job_settings(database_url, tmp_path, import_processes=1, import_parallel_bytes_min=10**9)
     holder, conn, other = await connect(database_url), await connect(database_url), await connect(database_url)
     try:
         assert await holder.fetchval("SELECT pg_try_advisory_lock($1)", locks.STAGING_SLOT_KEY)
-        waiting = await _create_import(conn, path, policies, enqueue=False)
+        waiting = await create_import(conn, path, policies, enqueue=False)
         task = asyncio.create_task(run_import(conn, waiting, policies, big))
         # It reaches the slot (the header is read and the status set just before) and waits.
         for _ in range(200):
@@ -43,7 +44,7 @@ async def test_a_big_import_waits_for_the_staging_slot_and_a_small_one_does_not(
         assert not task.done()
         assert await _status(other, waiting) == ("validating", None)  # nothing staged yet
         # A file below the size for processes stages inline, beside the waiting one.
-        inline = await _create_import(other, write_manifest(tmp_path / "s.csv", 20), policies, enqueue=False)
+        inline = await create_import(other, write_manifest(tmp_path / "s.csv", 20), policies, enqueue=False)
         await asyncio.wait_for(run_import(other, inline, policies, small), 30)
         assert (await _status(other, inline))[0] == "done"
         await holder.execute("SELECT pg_advisory_unlock($1)", locks.STAGING_SLOT_KEY)
@@ -58,11 +59,11 @@ async def test_a_big_import_waits_for_the_staging_slot_and_a_small_one_does_not(
 
 async def test_an_import_waiting_for_the_staging_slot_can_be_cancelled(database_url: str, tmp_path: Path) -> None:
     policies = PolicyRegistry.load_dir(ROOT / "policies")
-    settings = _settings(database_url, tmp_path, import_processes=1, import_parallel_bytes_min=1)
+    settings = job_settings(database_url, tmp_path, import_processes=1, import_parallel_bytes_min=1)
     holder, conn = await connect(database_url), await connect(database_url)
     try:
         assert await holder.fetchval("SELECT pg_try_advisory_lock($1)", locks.STAGING_SLOT_KEY)
-        task_id = await _create_import(conn, write_manifest(tmp_path / "m.csv", 300), policies, enqueue=False)
+        task_id = await create_import(conn, write_manifest(tmp_path / "m.csv", 300), policies, enqueue=False)
         task = asyncio.create_task(run_import(conn, task_id, policies, settings))
         await asyncio.sleep(1.0)
         await holder.execute("UPDATE imports SET status = 'cancelled' WHERE id = $1", task_id)

@@ -14,7 +14,6 @@ from typing import Any
 import msgspec
 
 from ledger.core import records
-from ledger.core.audit_errors import VerificationError
 from ledger.core.bundle import (
     BatchLine,
     BundleStart,
@@ -27,9 +26,11 @@ from ledger.core.bundle import (
     verify_bundle,
 )
 from ledger.core.checkpoint import Checkpoint, parse_body, sign_checkpoint
+from ledger.core.failures import VerificationError
 from ledger.core.hashing import leaf_hash, sha256
 from ledger.core.merkle import root
 from ledger.core.note import Signer, Verifier, open_note, sign_note
+from ledger.core.outcomes import row_outcome
 from ledger.core.proofs import (
     PROOF_VERSION,
     ConsistencyProof,
@@ -101,11 +102,10 @@ def synth_ledger(imports: Sequence[int], batch_rows: int) -> list[SynthBatch]:
             h = add("assets", assets[start : start + batch_rows], manifest)
             listed.append((h.seq, h.batch_hash))
         outcomes = [
-            records.row_outcome(row=i + 1, outcome="committed", record_hash=leaf_hash(a).hex())
-            for i, a in enumerate(assets)
+            row_outcome(row=i + 1, outcome="committed", record_hash=leaf_hash(a).hex()) for i, a in enumerate(assets)
         ]
         outcomes.append(
-            records.row_outcome(
+            row_outcome(
                 row=n + 1, outcome="quarantined", record_hash=None, errors=[("quantity", "integer")], cells=["x"]
             )
         )

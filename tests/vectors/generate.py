@@ -14,6 +14,7 @@ from typing import Any
 from ledger.core import canonical, records, review
 from ledger.core.hashing import leaf_hash
 from ledger.core.merkle import consistency_proof, inclusion_proof, root
+from ledger.core.outcomes import row_outcome
 from ledger.core.verify import StoredBatch, StoredEntry, verify_batches
 
 HERE = Path(__file__).resolve().parent
@@ -78,7 +79,7 @@ def record_vectors() -> list[dict[str, Any]]:
         },
     ]
     for item in outcomes:
-        data = records.row_outcome(
+        data = row_outcome(
             row=item["row"],
             outcome=item["outcome"],
             record_hash=item["record_hash"],
@@ -262,11 +263,10 @@ def _ledger() -> list[dict[str, Any]]:
     add("assets", assets[:2], None, manifest, "2026-11-23T04:00:00.000000Z")
     add("assets", assets[2:], None, manifest, "2026-11-23T04:00:00.000000Z")
     outcomes = [
-        records.row_outcome(row=i + 1, outcome="committed", record_hash=_hex(leaf_hash(a)))
-        for i, a in enumerate(assets)
+        row_outcome(row=i + 1, outcome="committed", record_hash=_hex(leaf_hash(a))) for i, a in enumerate(assets)
     ]
     outcomes.append(
-        records.row_outcome(
+        row_outcome(
             row=4,
             outcome="quarantined",
             record_hash=None,
@@ -354,9 +354,7 @@ def chain_vectors() -> dict[str, Any]:
 
     def forge_outcome(b: list[dict[str, Any]]) -> None:
         b[2]["outcomes_hex"][3] = _hex(
-            records.row_outcome(
-                row=4, outcome="quarantined", record_hash=None, errors=[("quantity", "minimum")], cells=["A-9"]
-            )
+            row_outcome(row=4, outcome="quarantined", record_hash=None, errors=[("quantity", "minimum")], cells=["A-9"])
         )
 
     variant("one quantity changed", change_quantity)

@@ -1,14 +1,16 @@
-"""/health: liveness, and readiness (database reachable, migrations at head)."""
+"""/health: liveness, readiness (database, migrations, a live worker), and the workers (admin)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
 
+from ledger.api.guards import admins
 from ledger.api.state import AppState
-from ledger.db.migrate import head_revision
+from ledger.services import health
 
 __all__ = ["HealthController"]
 
@@ -21,23 +23,18 @@ class HealthController(Controller):
     async def live(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @get("/ready", summary="The database answers and its schema is at the latest migration")
+    @get(
+        "/ready",
+        summary="The database answers, its schema is at the latest migration, and a worker is alive",
+    )
     async def ready(self, ledger: NamedDependency[AppState]) -> Response[dict[str, Any]]:
-        expected = head_revision()
-        try:
-            current = await ledger.db.fetchval("SELECT version_num FROM alembic_version")
-        except Exception as exc:
-            return Response(
-                {"status": "unavailable", "code": "database_unreachable", "message": str(exc)},
-                status_code=503,
-            )
-        if current != expected:
-            return Response(
-                {
-                    "status": "unavailable",
-                    "code": "migrations_pending",
-                    "message": f"schema at {current}, code expects {expected}: run `ledger migrate`",
-                },
-                status_code=503,
-            )
-        return Response({"status": "ok", "migration": current}, status_code=200)
+        result = await health.readiness(ledger.db, ledger.settings)
+        return Response(msgspec.to_builtins(result), status_code=200 if result.ok else 503)
+
+    @get(
+        "/workers",
+        summary="The workers, their last heartbeat and running imports, and the queue (admin)",
+        guards=[admins],
+    )
+    async def workers(self, ledger: NamedDependency[AppState]) -> health.WorkersReport:
+        return await health.workers_report(ledger.db, ledger.settings)

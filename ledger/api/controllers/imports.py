@@ -1,4 +1,5 @@
-"""/imports: submit a manifest, follow it, read its rows and its error report."""
+"""/imports: submit a manifest, follow it, read its rows, its error report, what became of every
+row (accounting) and its signed receipt."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, HeaderParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage, Stream
 
+from ledger.api.guards import readers, submitters
 from ledger.api.state import AppState
+from ledger.core.proofs import ReceiptProof
+from ledger.services import audit_trail, quarantine
 from ledger.services import imports as service
-from ledger.services.access import READERS, Principal, require_role
+from ledger.services.access import Principal
 
 __all__ = ["ImportsController"]
 
@@ -21,12 +25,14 @@ __all__ = ["ImportsController"]
 class ImportsController(Controller):
     path = "/imports"
     tags = ["imports"]
+    guards = [readers]
 
     @post(
         "/",
         summary="Submit a manifest (multipart field 'file'; optional 'policy', 'lab', 'dry_run')",
         request_max_body_size=None,
         status_code=202,
+        guards=[submitters],
     )
     async def submit(
         self,
@@ -50,7 +56,6 @@ class ImportsController(Controller):
     async def status(
         self, task_id: FromPath[str], ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
     ) -> service.ImportStatus:
-        require_role(principal, READERS)
         return await service.get_status(ledger.db, principal, task_id)
 
     @get("/{task_id:str}/rows", summary="The outcome of every row, paginated")
@@ -63,14 +68,12 @@ class ImportsController(Controller):
         limit: FromQuery[int] = 100,
         cursor: FromQuery[str | None] = None,
     ) -> service.RowsPage:
-        require_role(principal, READERS)
         return await service.list_rows(ledger.db, principal, task_id, outcome=outcome, limit=limit, cursor=cursor)
 
     @get("/{task_id:str}/errors", summary="CSV of every broken rule of every quarantined row")
     async def errors(
         self, task_id: FromPath[str], ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
     ) -> Stream:
-        require_role(principal, READERS)
         filename, chunks = await service.error_report(ledger.db, principal, task_id)
         return Stream(
             chunks,
@@ -78,7 +81,7 @@ class ImportsController(Controller):
             headers={"Content-Disposition": f'attachment; filename="{filename}"'},
         )
 
-    @delete("/{task_id:str}", summary="Cancel a queued or running import", status_code=200)
+    @delete("/{task_id:str}", summary="Cancel a queued or running import", status_code=200, guards=[submitters])
     async def cancel(
         self, task_id: FromPath[str], ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
     ) -> service.ImportStatus:
@@ -88,7 +91,6 @@ class ImportsController(Controller):
     async def events(
         self, task_id: FromPath[str], ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
     ) -> ServerSentEvent:
-        require_role(principal, READERS)
         stream = await service.events(ledger.db, principal, task_id)
 
         async def messages() -> AsyncIterator[ServerSentEventMessage]:
@@ -96,3 +98,15 @@ class ImportsController(Controller):
                 yield ServerSentEventMessage(data=msgspec.json.encode(progress).decode(), event=event)
 
         return ServerSentEvent(messages())
+
+    @get("/{task_id:str}/accounting", summary="Every row of the manifest by final disposition")
+    async def accounting(
+        self, task_id: FromPath[str], ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
+    ) -> quarantine.Accounting:
+        return await quarantine.accounting(ledger.db, principal, task_id)
+
+    @get("/{task_id:str}/receipt", summary="The import's receipt with its inclusion in a signed checkpoint")
+    async def receipt(
+        self, task_id: FromPath[str], ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
+    ) -> ReceiptProof:
+        return await audit_trail.receipt_proof(ledger.db, ledger.signing, principal, task_id)

@@ -9,10 +9,10 @@ from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
+from ledger.api.guards import readers
 from ledger.api.state import AppState
 from ledger.core.policy.registry import UnknownPolicy
 from ledger.errors import NotFound
-from ledger.services.access import READERS, Principal, require_role
 
 __all__ = ["PoliciesController"]
 
@@ -35,19 +35,14 @@ class PolicyDetail(msgspec.Struct, frozen=True):
 class PoliciesController(Controller):
     path = "/policies"
     tags = ["policies"]
+    guards = [readers]
 
     @get("/", summary="Every policy, with its version and SHA-256")
-    async def list(
-        self, ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
-    ) -> list[PolicySummary]:
-        require_role(principal, READERS)
+    async def list(self, ledger: NamedDependency[AppState]) -> list[PolicySummary]:
         return [PolicySummary(p.name, p.version, p.sha256, p.title) for p in ledger.policies.all()]
 
     @get("/{name:str}", summary="One policy's full descriptor")
-    async def get(
-        self, name: FromPath[str], ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
-    ) -> PolicyDetail:
-        require_role(principal, READERS)
+    async def get(self, name: FromPath[str], ledger: NamedDependency[AppState]) -> PolicyDetail:
         try:
             p = ledger.policies.get(name)
         except UnknownPolicy as exc:

@@ -1,4 +1,4 @@
-"""/quarantine: the review queue for compliance officers; /imports/{id}/accounting."""
+"""/quarantine: the review queue for compliance officers."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import Stream
 
+from ledger.api.guards import actors, readers
 from ledger.api.state import AppState
 from ledger.services import quarantine as service
 from ledger.services.access import Principal
 
-__all__ = ["AccountingController", "QuarantineController"]
+__all__ = ["QuarantineController"]
 
 
 def _filters(
@@ -33,6 +34,7 @@ class QuarantineController(Controller):
     path = "/quarantine"
     tags = ["quarantine"]
     dependencies = {"filters": Provide(_filters, sync_to_thread=False)}
+    guards = [readers]
 
     @get("/", summary="Quarantined rows, newest first, with facets per rule and field")
     async def list(
@@ -59,11 +61,16 @@ class QuarantineController(Controller):
             headers={"Content-Disposition": f'attachment; filename="{filename}"'},
         )
 
-    @post("/bulk", summary="Dismiss or requeue many items (ids or a filter); per-item results", status_code=200)
+    @post(
+        "/bulk",
+        summary="Dismiss or requeue many items (ids or a filter); per-item results",
+        status_code=200,
+        guards=[actors],
+    )
     async def bulk(
         self, data: JSONBody[service.BulkBody], ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
     ) -> service.BulkResult:
-        return await service.bulk(ledger.db, ledger.settings, ledger.policies, principal, data)
+        return await service.bulk(ledger.db, ledger.settings, ledger.policies, principal, data, signing=ledger.signing)
 
     @get("/{item_id:str}", summary="One item: original cells, broken rules, source import, history")
     async def show(
@@ -71,7 +78,12 @@ class QuarantineController(Controller):
     ) -> service.ItemDetail:
         return await service.get_item(ledger.db, ledger.policies, principal, item_id)
 
-    @post("/{item_id:str}/resubmit", summary="Correct the row and commit it to the ledger", status_code=200)
+    @post(
+        "/{item_id:str}/resubmit",
+        summary="Correct the row and commit it to the ledger",
+        status_code=200,
+        guards=[actors],
+    )
     async def resubmit(
         self,
         item_id: FromPath[str],
@@ -79,9 +91,11 @@ class QuarantineController(Controller):
         ledger: NamedDependency[AppState],
         principal: NamedDependency[Principal],
     ) -> service.ItemResult:
-        return await service.resubmit(ledger.db, ledger.settings, ledger.policies, principal, item_id, data)
+        return await service.resubmit(
+            ledger.db, ledger.settings, ledger.policies, principal, item_id, data, signing=ledger.signing
+        )
 
-    @post("/{item_id:str}/dismiss", summary="Dismiss the row with a reason", status_code=200)
+    @post("/{item_id:str}/dismiss", summary="Dismiss the row with a reason", status_code=200, guards=[actors])
     async def dismiss(
         self,
         item_id: FromPath[str],
@@ -89,15 +103,4 @@ class QuarantineController(Controller):
         ledger: NamedDependency[AppState],
         principal: NamedDependency[Principal],
     ) -> service.ItemResult:
-        return await service.dismiss(ledger.db, ledger.settings, principal, item_id, data)
-
-
-class AccountingController(Controller):
-    path = "/imports"
-    tags = ["imports"]
-
-    @get("/{task_id:str}/accounting", summary="Every row of the manifest by final disposition")
-    async def accounting(
-        self, task_id: FromPath[str], ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
-    ) -> service.Accounting:
-        return await service.accounting(ledger.db, principal, task_id)
+        return await service.dismiss(ledger.db, ledger.settings, principal, item_id, data, signing=ledger.signing)

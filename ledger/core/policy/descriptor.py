@@ -127,21 +127,75 @@ def parse_descriptor(raw: bytes, *, source: str) -> PolicySpec:
 
 
 def _field(source: str, index: int, raw: Any) -> FieldSpec:
+    name = _field_name(source, index, raw)
+    where = f"fields[{index}] ({name})"
+    for key in raw:
+        if key.startswith("x-ledger") and key not in _FIELD_EXTENSIONS:
+            raise _fail(source, f"{where}.{key}", f"unknown extension (known: {', '.join(sorted(_FIELD_EXTENSIONS))})")
+    ftype = _field_type(source, where, raw)
+    constraints = _constraints(source, where, raw, ftype)
+    normalize = raw.get("x-ledger-normalize", "none")
+    if normalize not in NORMALIZERS:
+        raise _fail(source, f"{where}.x-ledger-normalize", f"must be one of {', '.join(NORMALIZERS)}")
+    prefixes = raw.get("x-ledger-prefixes")
+    if prefixes is not None and (
+        not isinstance(prefixes, list) or not prefixes or not all(isinstance(p, str) and p for p in prefixes)
+    ):
+        raise _fail(source, f"{where}.x-ledger-prefixes", "must be a non-empty list of strings")
+    when = _required_when(source, where, raw, required=constraints.required)
+    check_digit = _check_digit(source, where, raw, pattern=constraints.pattern)
+    places = _decimal_places(source, where, raw, ftype)
+    aliases = raw.get("x-ledger-aliases", [])
+    if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):
+        raise _fail(source, f"{where}.x-ledger-aliases", "must be a list of header names")
+    return FieldSpec(
+        name=name,
+        type=ftype,
+        required=constraints.required,
+        pattern=constraints.pattern,
+        enum=constraints.enum,
+        minimum=constraints.minimum,
+        max_length=constraints.max_length,
+        normalize=normalize,
+        prefixes=None if prefixes is None else tuple(prefixes),
+        required_when=when,
+        check_digit=check_digit,
+        decimal_places=places,
+        aliases=tuple(normalise_header(a) for a in aliases),
+    )
+
+
+def _field_name(source: str, index: int, raw: Any) -> str:
+    """The field's name, checked to be lower-case snake_case, from a field that must be an object."""
     where = f"fields[{index}]"
     if not isinstance(raw, dict):
         raise _fail(source, where, "must be an object")
     name = raw.get("name")
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise _fail(source, f"{where}.name", "required: lower-case snake_case")
-    where = f"fields[{index}] ({name})"
-    for key in raw:
-        if key.startswith("x-ledger") and key not in _FIELD_EXTENSIONS:
-            raise _fail(source, f"{where}.{key}", f"unknown extension (known: {', '.join(sorted(_FIELD_EXTENSIONS))})")
-    ftype = raw.get("type", "string")
+    return name
+
+
+def _field_type(source: str, where: str, raw: dict[str, Any]) -> str:
+    """The field's type (default string), one of FIELD_TYPES; a date only in the default format."""
+    ftype: str = raw.get("type", "string")
     if ftype not in FIELD_TYPES:
         raise _fail(source, f"{where}.type", f"unsupported type {ftype!r} (supported: {', '.join(FIELD_TYPES)})")
     if ftype == "date" and raw.get("format", "default") != "default":
         raise _fail(source, f"{where}.format", "only the default date format (YYYY-MM-DD) is supported")
+    return ftype
+
+
+class _Constraints(msgspec.Struct, frozen=True, kw_only=True):
+    required: bool
+    pattern: str | None
+    enum: tuple[str, ...] | None
+    minimum: int | float | None
+    max_length: int | None
+
+
+def _constraints(source: str, where: str, raw: dict[str, Any], ftype: str) -> _Constraints:
+    """The field's ``constraints`` object, each of its supported keys checked."""
     constraints = raw.get("constraints", {})
     if not isinstance(constraints, dict):
         raise _fail(source, f"{where}.constraints", "must be an object")
@@ -174,33 +228,45 @@ def _field(source: str, index: int, raw: Any) -> FieldSpec:
     max_length = constraints.get("maxLength")
     if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
         raise _fail(source, f"{where}.constraints.maxLength", "must be a positive whole number")
-    normalize = raw.get("x-ledger-normalize", "none")
-    if normalize not in NORMALIZERS:
-        raise _fail(source, f"{where}.x-ledger-normalize", f"must be one of {', '.join(NORMALIZERS)}")
-    prefixes = raw.get("x-ledger-prefixes")
-    if prefixes is not None and (
-        not isinstance(prefixes, list) or not prefixes or not all(isinstance(p, str) and p for p in prefixes)
-    ):
-        raise _fail(source, f"{where}.x-ledger-prefixes", "must be a non-empty list of strings")
+    return _Constraints(
+        required=required,
+        pattern=pattern,
+        enum=None if enum is None else tuple(enum),
+        minimum=minimum,
+        max_length=max_length,
+    )
+
+
+def _required_when(source: str, where: str, raw: dict[str, Any], *, required: bool) -> RequiredWhen | None:
+    """The field's ``x-ledger-required-when`` condition, if any: only on a field not always required."""
     required_when = raw.get("x-ledger-required-when")
-    when: RequiredWhen | None = None
-    if required_when is not None:
-        if (
-            not isinstance(required_when, dict)
-            or set(required_when) != {"field", "in"}
-            or not isinstance(required_when["field"], str)
-            or not isinstance(required_when["in"], list)
-            or not all(isinstance(v, str) for v in required_when["in"])
-        ):
-            raise _fail(source, f"{where}.x-ledger-required-when", 'must be {"field": name, "in": [values]}')
-        if required:
-            raise _fail(source, f"{where}.x-ledger-required-when", "makes no sense on a required field")
-        when = RequiredWhen(field=required_when["field"], values=tuple(required_when["in"]))
+    if required_when is None:
+        return None
+    if (
+        not isinstance(required_when, dict)
+        or set(required_when) != {"field", "in"}
+        or not isinstance(required_when["field"], str)
+        or not isinstance(required_when["in"], list)
+        or not all(isinstance(v, str) for v in required_when["in"])
+    ):
+        raise _fail(source, f"{where}.x-ledger-required-when", 'must be {"field": name, "in": [values]}')
+    if required:
+        raise _fail(source, f"{where}.x-ledger-required-when", "makes no sense on a required field")
+    return RequiredWhen(field=required_when["field"], values=tuple(required_when["in"]))
+
+
+def _check_digit(source: str, where: str, raw: dict[str, Any], *, pattern: str | None) -> str | None:
+    """The field's ``x-ledger-check-digit`` algorithm, if any: a known one, on a field with a pattern."""
     check_digit = raw.get("x-ledger-check-digit")
     if check_digit is not None and check_digit not in CHECK_DIGITS:
         raise _fail(source, f"{where}.x-ledger-check-digit", f"unknown algorithm (known: {', '.join(CHECK_DIGITS)})")
     if check_digit is not None and pattern is None:
         raise _fail(source, f"{where}.x-ledger-check-digit", "needs a constraints.pattern that fixes the shape")
+    return check_digit
+
+
+def _decimal_places(source: str, where: str, raw: dict[str, Any], ftype: str) -> int | None:
+    """The field's ``x-ledger-decimal-places``: required on a number field, allowed on no other."""
     places = raw.get("x-ledger-decimal-places")
     if places is not None and (
         ftype != "number" or isinstance(places, bool) or not isinstance(places, int) or not 0 <= places <= 12
@@ -210,21 +276,4 @@ def _field(source: str, index: int, raw: Any) -> FieldSpec:
         raise _fail(
             source, f"{where}.x-ledger-decimal-places", "number fields need it: values are hashed as fixed-point text"
         )
-    aliases = raw.get("x-ledger-aliases", [])
-    if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):
-        raise _fail(source, f"{where}.x-ledger-aliases", "must be a list of header names")
-    return FieldSpec(
-        name=name,
-        type=ftype,
-        required=required,
-        pattern=pattern,
-        enum=None if enum is None else tuple(enum),
-        minimum=minimum,
-        max_length=max_length,
-        normalize=normalize,
-        prefixes=None if prefixes is None else tuple(prefixes),
-        required_when=when,
-        check_digit=check_digit,
-        decimal_places=places,
-        aliases=tuple(normalise_header(a) for a in aliases),
-    )
+    return places

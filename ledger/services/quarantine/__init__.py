@@ -17,22 +17,15 @@ Reasons (docs/ledger-format.md §4.4):
 Modules: ``schemas`` (what callers send and get), ``reading`` (ids, filters, the queue, one item,
 accounting, export), ``corrections`` (validating a correction), ``linking`` (deciding under the
 head lock and linking entries onto the chain), ``decisions`` (resubmit, dismiss, bulk).
-The tunables live where they are read (``decisions.BULK_ITEMS_MAX``,
-``decisions.CORRECTION_LOCK_TIMEOUT_MS``); the names re-exported here are copies.
+The tunables live where they are read and are not re-exported here, so that there is one copy
+of each (``reading.PAGE_LIMIT_MAX``, ``decisions.BULK_ITEMS_MAX``,
+``decisions.CORRECTION_LOCK_TIMEOUT_MS``).
 """
 
 from __future__ import annotations
 
-from ledger.services.quarantine.decisions import ACTORS, BULK_ITEMS_MAX, bulk, dismiss, resubmit
-from ledger.services.quarantine.reading import (
-    PAGE_LIMIT_MAX,
-    accounting,
-    export_csv,
-    get_item,
-    item_id,
-    list_items,
-    parse_item_id,
-)
+from ledger.services.quarantine.decisions import bulk, dismiss, resubmit
+from ledger.services.quarantine.reading import accounting, export_csv, get_item, list_items
 from ledger.services.quarantine.schemas import (
     Accounting,
     BulkBody,
@@ -52,9 +45,6 @@ from ledger.services.quarantine.schemas import (
 )
 
 __all__ = [
-    "ACTORS",
-    "BULK_ITEMS_MAX",
-    "PAGE_LIMIT_MAX",
     "Accounting",
     "BulkBody",
     "BulkFilter",
@@ -75,8 +65,6 @@ __all__ = [
     "dismiss",
     "export_csv",
     "get_item",
-    "item_id",
     "list_items",
-    "parse_item_id",
     "resubmit",
 ]

@@ -13,14 +13,14 @@ from ledger.core.review import PolicyRef, Review, parse_review
 from ledger.db.quarantine import ItemKey, ItemRow
 from ledger.errors import Conflict, InvalidRequest
 from ledger.ingest.limits import quarantined_cell_chars_max
-from ledger.services.quarantine.reading import _item_key, item_id
+from ledger.services.quarantine.reading import item_id
 
-__all__: list[str] = []
+__all__ = ["Attempt", "replay_failed", "validate_correction"]
 
 _POLICY_CHOICES = ("original", "current")
 
 
-class _Attempt(msgspec.Struct, frozen=True, kw_only=True):
+class Attempt(msgspec.Struct, frozen=True, kw_only=True):
     """A validated correction, ready to be decided under the head lock."""
 
     key: ItemKey
@@ -94,7 +94,7 @@ def _correct(policy: Policy, item: ItemRow, values: dict[str, str]) -> tuple[byt
             "still_invalid",
             f"row {item.row} still breaks {len(result.errors)} rule(s) of policy {policy.name!r} "
             f"version {policy.version}; nothing was changed",
-            item=item_id(_item_key(item)),
+            item=item_id(item.key),
             row=item.row,
             errors=[{"field": v.field, "rule": v.rule, "message": v.message} for v in result.errors],
         )
@@ -102,7 +102,7 @@ def _correct(policy: Policy, item: ItemRow, values: dict[str, str]) -> tuple[byt
     return asset_record(policy=policy.name, lab=item.lab, data=result.data), (result.key[0], result.key[1])
 
 
-def _attempt(
+def validate_correction(
     policies: PolicyRegistry,
     item: ItemRow,
     *,
@@ -111,11 +111,12 @@ def _attempt(
     note: str | None,
     policy_choice: str | None,
     supersede: bool,
-) -> _Attempt:
+) -> Attempt:
+    """The correction ``values`` of ``item``, merged and validated, ready to be decided."""
     policy = _policy_for(policies, item, policy_choice)
     record, asset_key = _correct(policy, item, values)
-    return _Attempt(
-        key=_item_key(item),
+    return Attempt(
+        key=item.key,
         action=action,
         values=dict(sorted(values.items())),
         note=note,
@@ -127,7 +128,7 @@ def _attempt(
     )
 
 
-def _replay(policies: PolicyRegistry, item: ItemRow, note: str | None) -> _Attempt:
+def replay_failed(policies: PolicyRegistry, item: ItemRow, note: str | None) -> Attempt:
     """The correction recorded by the item's latest (failed) entry, validated again."""
     assert item.last_record is not None
     failed: Review = parse_review(item.last_record)
@@ -140,7 +141,7 @@ def _replay(policies: PolicyRegistry, item: ItemRow, note: str | None) -> _Attem
             f"{failed.policy.version}, which is no longer loaded; resubmit it instead",
         )
     choice = "current" if policy.sha256 != item.policy_sha256 else None
-    return _attempt(
+    return validate_correction(
         policies,
         item,
         action="requeue",

@@ -6,6 +6,7 @@ with its values, and ``requeue`` retries it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,33 +17,30 @@ from ledger.config import Settings
 from ledger.core.policy.registry import PolicyRegistry
 from ledger.core.review import Actor
 from ledger.db import quarantine as qdb
+from ledger.db.checkpoints import CheckpointSigning
 from ledger.db.quarantine import ItemKey, ItemRow
+from ledger.db.tokens import token_label
 from ledger.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from ledger.logs import get_logger
-from ledger.services.access import Principal, require_role, visible_labs
-from ledger.services.quarantine.corrections import _Attempt, _attempt, _replay
-from ledger.services.quarantine.linking import (
-    _actionable,
-    _decide,
-    _Dismissal,
-    _not_open,
-    _Outcome,
-    _record_failures,
-)
-from ledger.services.quarantine.reading import _filter, _item_key, _readable_item, _summary, item_id, parse_item_id
+from ledger.services.access import Principal, visible_labs
+from ledger.services.limits import BULK_ITEMS_MAX, NOTE_CHARS_MAX
+from ledger.services.quarantine.corrections import Attempt, replay_failed, validate_correction
+from ledger.services.quarantine.linking import Dismissal, Outcome, actionable, decide, not_open, record_failures
+from ledger.services.quarantine.reading import filter_for, item_id, parse_item_id, readable_item, summary
 from ledger.services.quarantine.schemas import BulkBody, BulkFilter, BulkResult, DismissBody, ItemResult, ResubmitBody
 
-__all__ = ["ACTORS", "BULK_ITEMS_MAX", "bulk", "dismiss", "resubmit"]
+__all__ = ["BULK_ITEMS_MAX", "CORRECTION_LOCK_TIMEOUT_MS", "bulk", "dismiss", "resubmit"]
 
 log = get_logger("ledger.quarantine")
 
-ACTORS = ("compliance_officer", "admin")
 # Items one bulk call decides; with a filter, the newest this many and the rest are reported.
-BULK_ITEMS_MAX = 1_000
-NOTE_CHARS_MAX = 2_000
-# How long a decision waits for a lock (the head lock is held for the whole final transaction
-# of an import, which can take a while for a large one) before it counts as a transient failure.
-CORRECTION_LOCK_TIMEOUT_MS = 15_000
+# How long an officer's action waits in all, locks included (the head lock is held for the whole
+# final transaction of an import, which can take a while for a large one): the decision gets
+# CORRECTION_LOCK_TIMEOUT_MS, and recording a correction that timed out as `failed` the rest.
+# The bound is on the whole, not on each lock: one wait of 15 s per lock let an action behind
+# an import's final transaction wait 19.4 s.
+ACTION_WAIT_SECONDS = 15.0
+CORRECTION_LOCK_TIMEOUT_MS = 10_000
 _BULK_ACTIONS = ("dismiss", "requeue")
 
 # Database failures worth retrying: the request was fine, the moment was not.
@@ -65,11 +63,13 @@ def _check_note(note: str | None, *, required: bool, what: str) -> str | None:
 
 
 async def _actor(pool: asyncpg.Pool[Any], principal: Principal) -> Actor:
-    label = await pool.fetchval("SELECT label FROM tokens WHERE id = $1", principal.token_id)
+    label = await token_label(pool, principal.token_id)
     return Actor(token_id=str(principal.token_id), role=principal.role, label=label)
 
 
 def _transient_code(exc: BaseException) -> str | None:
+    if isinstance(exc, TimeoutError):  # the action's own bound ran out while it waited for locks
+        return "lock_not_available"
     for kind, code in _TRANSIENT.items():
         if isinstance(exc, kind):
             return code
@@ -82,16 +82,19 @@ async def _run(
     pool: asyncpg.Pool[Any],
     settings: Settings,
     principal: Principal,
-    attempts: Sequence[_Attempt],
-    dismissals: Sequence[_Dismissal],
+    attempts: Sequence[Attempt],
+    dismissals: Sequence[Dismissal],
     *,
     requeue: bool,
-) -> list[_Outcome]:
+    signing: CheckpointSigning | None,
+) -> list[Outcome]:
     """Decide; if the database fails transiently, record the corrections as failed attempts."""
     actor = await _actor(pool, principal)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ACTION_WAIT_SECONDS
     try:
-        async with pool.acquire() as conn:
-            return await _decide(
+        async with asyncio.timeout(CORRECTION_LOCK_TIMEOUT_MS / 1000), pool.acquire() as conn:
+            return await decide(
                 conn,
                 actor,
                 principal.token_id,
@@ -100,17 +103,26 @@ async def _run(
                 requeue=requeue,
                 batch_rows_max=settings.batch_rows_max,
                 lock_timeout_ms=CORRECTION_LOCK_TIMEOUT_MS,
+                signing=signing,
             )
     except Exception as exc:
         code = _transient_code(exc)
         if code is None:
             raise
-        log.warning("correction_transient_failure", stage="quarantine", code=code, items=len(attempts))
+        log.warning(
+            "decision_transient_failure",
+            stage="quarantine",
+            code=code,
+            corrections=[item_id(a.key) for a in attempts],
+            dismissals=[item_id(d.key) for d in dismissals],
+        )
         if not attempts:
             raise Unavailable("transient_failure", f"the database failed transiently ({code}); try again") from exc
         try:
-            async with pool.acquire() as conn:
-                return await _record_failures(conn, actor, principal.token_id, attempts, code, settings.batch_rows_max)
+            async with asyncio.timeout_at(deadline), pool.acquire() as conn:
+                return await record_failures(
+                    conn, actor, principal.token_id, attempts, code, settings.batch_rows_max, signing
+                )
         except Exception as again:
             if _transient_code(again) is None:
                 raise
@@ -119,7 +131,7 @@ async def _run(
             ) from again
 
 
-def _result(outcome: _Outcome) -> ItemResult:
+def _result(outcome: Outcome) -> ItemResult:
     code = message = None
     if outcome.result == "skipped":
         code = "not_open"
@@ -148,7 +160,7 @@ def _result(outcome: _Outcome) -> ItemResult:
     )
 
 
-def _single(outcome: _Outcome) -> ItemResult:
+def _single(outcome: Outcome) -> ItemResult:
     """One item's answer; a lost race or a refusal is a 409 that carries the current state."""
     result = _result(outcome)
     if outcome.result == "skipped":
@@ -156,7 +168,7 @@ def _single(outcome: _Outcome) -> ItemResult:
         raise Conflict(
             "already_decided" if outcome.status != "open" else "not_transient",
             result.message or "",
-            item=msgspec.to_builtins(_summary(outcome.item)),
+            item=msgspec.to_builtins(summary(outcome.item)),
         )
     if outcome.result == "conflict":
         raise Conflict("revised_since", result.message or "", result=msgspec.to_builtins(result))
@@ -175,13 +187,14 @@ async def resubmit(
     principal: Principal,
     raw_id: str,
     body: ResubmitBody,
+    *,
+    signing: CheckpointSigning | None = None,
 ) -> ItemResult:
-    require_role(principal, ACTORS)
     _check_note(body.note, required=False, what="note")
-    item = await _readable_item(pool, principal, raw_id)
-    if not _actionable(item, requeue=False):
-        _single(_not_open(item))
-    attempt = _attempt(
+    item = await readable_item(pool, principal, raw_id)
+    if not actionable(item, requeue=False):
+        _single(not_open(item))
+    attempt = validate_correction(
         policies,
         item,
         action="resubmit",
@@ -190,95 +203,57 @@ async def resubmit(
         policy_choice=body.policy,
         supersede=body.supersede,
     )
-    (outcome,) = await _run(pool, settings, principal, [attempt], [], requeue=False)
+    (outcome,) = await _run(pool, settings, principal, [attempt], [], requeue=False, signing=signing)
     return _single(outcome)
 
 
 async def dismiss(
-    pool: asyncpg.Pool[Any], settings: Settings, principal: Principal, raw_id: str, body: DismissBody
+    pool: asyncpg.Pool[Any],
+    settings: Settings,
+    principal: Principal,
+    raw_id: str,
+    body: DismissBody,
+    *,
+    signing: CheckpointSigning | None = None,
 ) -> ItemResult:
-    require_role(principal, ACTORS)
     note = _check_note(body.reason, required=True, what="reason")
     assert note is not None
-    item = await _readable_item(pool, principal, raw_id)
-    (outcome,) = await _run(pool, settings, principal, [], [_Dismissal(key=_item_key(item), note=note)], requeue=False)
+    item = await readable_item(pool, principal, raw_id)
+    dismissal = Dismissal(key=item.key, note=note)
+    (outcome,) = await _run(pool, settings, principal, [], [dismissal], requeue=False, signing=signing)
     return _single(outcome)
 
 
 async def bulk(
-    pool: asyncpg.Pool[Any], settings: Settings, policies: PolicyRegistry, principal: Principal, body: BulkBody
+    pool: asyncpg.Pool[Any],
+    settings: Settings,
+    policies: PolicyRegistry,
+    principal: Principal,
+    body: BulkBody,
+    *,
+    signing: CheckpointSigning | None = None,
 ) -> BulkResult:
     """Dismiss or requeue many items: a constant number of statements whatever their count."""
-    require_role(principal, ACTORS)
     if body.action not in _BULK_ACTIONS:
         raise InvalidRequest("invalid_action", f"action must be one of {', '.join(_BULK_ACTIONS)}")
     if (body.ids is None) == (body.filter is None):
         raise InvalidRequest("ids_or_filter", 'give either "ids" or "filter"')
     note = _check_note(body.reason, required=body.action == "dismiss", what="reason")
+    requeue = body.action == "requeue"
     remaining = 0
-    results: dict[ItemKey, ItemResult] = {}
     # (id as given, key or None when the id is not one this service issues), in request order.
-    order: list[tuple[str, ItemKey | None]] = []
+    order: list[tuple[str, ItemKey | None]]
     if body.ids is not None:
-        if not 1 <= len(body.ids) <= BULK_ITEMS_MAX:
-            raise InvalidRequest("too_many_items", f"give 1 to {BULK_ITEMS_MAX} ids per call")
-        seen: set[ItemKey] = set()
-        for raw in body.ids:
-            try:
-                key: ItemKey | None = parse_item_id(raw)
-            except NotFound:
-                key = None
-            if key is None or key not in seen:
-                order.append((raw, key))
-            if key is not None:
-                seen.add(key)
+        order = _by_ids(body.ids)
         wanted = [k for _, k in order if k is not None]
     else:
         assert body.filter is not None
-        # A filter acts on open items only; requeue on those that failed transiently.
-        reason = "transient_failure" if body.action == "requeue" else body.filter.reason
-        query = BulkFilter(**{**msgspec.structs.asdict(body.filter), "status": "open", "reason": reason})
-        flt = _filter(policies, principal, query)
-        rows = await qdb.list_items(pool, flt, after=None, limit=BULK_ITEMS_MAX + 1)
-        wanted = [_item_key(r) for r in rows[:BULK_ITEMS_MAX]]
-        if len(rows) > BULK_ITEMS_MAX:
-            remaining = await qdb.count_items(pool, flt) - BULK_ITEMS_MAX
+        wanted, remaining = await _by_filter(pool, policies, principal, body.filter, requeue=requeue)
         order = [(item_id(k), k) for k in wanted]
-    states = await qdb.item_states(pool, wanted)
-    labs = visible_labs(principal)
-    actionable: list[ItemRow] = []
-    for key in wanted:
-        item = states.get(key)
-        if item is None or (labs is not None and item.lab not in labs):
-            results[key] = ItemResult(
-                id=item_id(key), result="not_found", code="not_found", message="no such quarantine item"
-            )
-        elif not _actionable(item, requeue=body.action == "requeue"):
-            results[key] = _result(_not_open(item))
-        else:
-            actionable.append(item)
-    attempts: list[_Attempt] = []
-    dismissals: list[_Dismissal] = []
-    for item in actionable:
-        key = _item_key(item)
-        if body.action == "dismiss":
-            assert note is not None
-            dismissals.append(_Dismissal(key=key, note=note))
-            continue
-        try:
-            attempts.append(_replay(policies, item, note))
-        except (InvalidRequest, Conflict) as exc:
-            results[key] = ItemResult(
-                id=item_id(key),
-                result="invalid",
-                status=item.status,
-                reason=item.reason,
-                code=exc.code,
-                message=exc.message,
-                errors=exc.extra.get("errors"),
-            )
+    results, acting_on = await _triage(pool, principal, wanted, requeue=requeue)
+    attempts, dismissals = _plan(policies, acting_on, note, requeue=requeue, results=results)
     if attempts or dismissals:
-        for outcome in await _run(pool, settings, principal, attempts, dismissals, requeue=body.action == "requeue"):
+        for outcome in await _run(pool, settings, principal, attempts, dismissals, requeue=requeue, signing=signing):
             results[outcome.key] = _result(outcome)
     items = [
         results[key] if key is not None else ItemResult(id=raw, result="not_found", code="not_found")
@@ -291,3 +266,91 @@ async def bulk(
         remaining=remaining,
         items=items,
     )
+
+
+def _by_ids(ids: Sequence[str]) -> list[tuple[str, ItemKey | None]]:
+    """Each id once, in request order, with its key (None for an id this service never issues)."""
+    if not 1 <= len(ids) <= BULK_ITEMS_MAX:
+        raise InvalidRequest("too_many_items", f"give 1 to {BULK_ITEMS_MAX} ids per call")
+    order: list[tuple[str, ItemKey | None]] = []
+    seen: set[ItemKey] = set()
+    for raw in ids:
+        try:
+            key: ItemKey | None = parse_item_id(raw)
+        except NotFound:
+            key = None
+        if key is None or key not in seen:
+            order.append((raw, key))
+        if key is not None:
+            seen.add(key)
+    return order
+
+
+async def _by_filter(
+    pool: asyncpg.Pool[Any], policies: PolicyRegistry, principal: Principal, given: BulkFilter, *, requeue: bool
+) -> tuple[list[ItemKey], int]:
+    """The newest BULK_ITEMS_MAX items the filter matches, and how many more it matches."""
+    # A filter acts on open items only; requeue on those that failed transiently.
+    reason = "transient_failure" if requeue else given.reason
+    query = BulkFilter(**{**msgspec.structs.asdict(given), "status": "open", "reason": reason})
+    flt = filter_for(policies, principal, query)
+    rows = await qdb.list_items(pool, flt, after=None, limit=BULK_ITEMS_MAX + 1)
+    wanted = [r.key for r in rows[:BULK_ITEMS_MAX]]
+    remaining = 0
+    if len(rows) > BULK_ITEMS_MAX:
+        remaining = await qdb.count_items(pool, flt) - BULK_ITEMS_MAX
+    return wanted, remaining
+
+
+async def _triage(
+    pool: asyncpg.Pool[Any], principal: Principal, wanted: Sequence[ItemKey], *, requeue: bool
+) -> tuple[dict[ItemKey, ItemResult], list[ItemRow]]:
+    """The answers for items that cannot be acted on (unknown, another lab's, not open), and the
+    items that can, as they stand now."""
+    states = await qdb.item_states(pool, wanted)
+    labs = visible_labs(principal)
+    results: dict[ItemKey, ItemResult] = {}
+    acting_on: list[ItemRow] = []
+    for key in wanted:
+        item = states.get(key)
+        if item is None or (labs is not None and item.lab not in labs):
+            results[key] = ItemResult(
+                id=item_id(key), result="not_found", code="not_found", message="no such quarantine item"
+            )
+        elif not actionable(item, requeue=requeue):
+            results[key] = _result(not_open(item))
+        else:
+            acting_on.append(item)
+    return results, acting_on
+
+
+def _plan(
+    policies: PolicyRegistry,
+    items: Sequence[ItemRow],
+    note: str | None,
+    *,
+    requeue: bool,
+    results: dict[ItemKey, ItemResult],
+) -> tuple[list[Attempt], list[Dismissal]]:
+    """A dismissal per item, or for a requeue its failed correction validated again; a
+    correction that no longer validates is answered in ``results`` and not retried."""
+    attempts: list[Attempt] = []
+    dismissals: list[Dismissal] = []
+    for item in items:
+        if not requeue:
+            assert note is not None
+            dismissals.append(Dismissal(key=item.key, note=note))
+            continue
+        try:
+            attempts.append(replay_failed(policies, item, note))
+        except (InvalidRequest, Conflict) as exc:
+            results[item.key] = ItemResult(
+                id=item_id(item.key),
+                result="invalid",
+                status=item.status,
+                reason=item.reason,
+                code=exc.code,
+                message=exc.message,
+                errors=exc.extra.get("errors"),
+            )
+    return attempts, dismissals

@@ -15,21 +15,22 @@ from ledger.core.records import format_time
 from ledger.core.review import Actor, Correction, review_record
 from ledger.db import chain
 from ledger.db import quarantine as qdb
+from ledger.db.checkpoints import CheckpointSigning
+from ledger.db.head import LockedHead, lock_head
 from ledger.db.pool import Conn
 from ledger.db.quarantine import ItemKey, ItemRow
-from ledger.services.quarantine.corrections import _Attempt
-from ledger.services.quarantine.reading import _item_key
+from ledger.services.quarantine.corrections import Attempt
 from ledger.services.quarantine.schemas import EntryRef
 
-__all__: list[str] = []
+__all__ = ["Dismissal", "Outcome", "actionable", "decide", "not_open", "record_failures"]
 
 
-class _Dismissal(msgspec.Struct, frozen=True, kw_only=True):
+class Dismissal(msgspec.Struct, frozen=True, kw_only=True):
     key: ItemKey
     note: str
 
 
-class _Outcome(msgspec.Struct, frozen=True, kw_only=True):
+class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     key: ItemKey
     result: str
     status: str
@@ -54,13 +55,13 @@ class _Planned(msgspec.Struct, frozen=True, kw_only=True):
     record_hash: str | None
 
 
-def _actionable(item: ItemRow, *, requeue: bool) -> bool:
+def actionable(item: ItemRow, *, requeue: bool) -> bool:
     """Open, and for a requeue open because a correction failed transiently."""
     return item.status == "open" and not (requeue and item.reason != "transient_failure")
 
 
-def _not_open(item: ItemRow) -> _Outcome:
-    return _Outcome(key=_item_key(item), result="skipped", status=item.status, reason=item.reason, item=item)
+def not_open(item: ItemRow) -> Outcome:
+    return Outcome(key=item.key, result="skipped", status=item.status, reason=item.reason, item=item)
 
 
 def _review_bytes(
@@ -72,7 +73,7 @@ def _review_bytes(
     actor: Actor,
     at: str,
     note: str | None,
-    attempt: _Attempt | None = None,
+    attempt: Attempt | None = None,
     correction: Correction | None = None,
     error: str | None = None,
 ) -> bytes:
@@ -100,22 +101,132 @@ def _new_batch(kind: str, leaves: list[bytes]) -> chain.NewBatch:
     )
 
 
-async def _decide(
+# ---------------------------------------------------------------- planning
+
+
+def _plan_correction(
+    attempt: Attempt, item: ItemRow, latest: dict[tuple[str, str], qdb.AssetHead], actor: Actor, at: str
+) -> _Planned:
+    """A duplicate of the ledger's latest revision, a conflict with a revision made since the row
+    was quarantined (unless superseding), or a new revision; ``latest`` learns the new one."""
+    current = latest.get(attempt.asset_key)
+    ledger_hash = None if current is None else current.leaf_hash.hex()
+    revised_since = (
+        current is not None
+        and item.receipt_seq is not None
+        and current.batch_seq > item.receipt_seq
+        and current.leaf_hash != attempt.leaf
+    )
+    revision = 0
+    if current is not None and current.leaf_hash == attempt.leaf:
+        outcome, status, reason, action = "duplicate", "resolved", item.reason, attempt.action
+    elif revised_since and not attempt.supersede:
+        outcome, status, reason, action = "conflict", "open", "conflict", "conflict"
+    else:
+        outcome, status, reason, action = "committed", "resolved", item.reason, attempt.action
+        revision = (0 if current is None else current.revision) + 1
+        # Later attempts in this call see this revision, committed after every receipt.
+        latest[attempt.asset_key] = qdb.AssetHead(revision, attempt.leaf, 1 << 62)
+    record = _review_bytes(
+        attempt.key,
+        action=action,
+        status=status,
+        reason=reason,
+        actor=actor,
+        at=at,
+        note=attempt.note,
+        attempt=attempt,
+        correction=Correction(outcome=outcome, record_hash=attempt.leaf.hex(), ledger_hash=ledger_hash),
+    )
+    return _Planned(
+        key=attempt.key,
+        record=record,
+        action=action,
+        status=status,
+        reason=reason,
+        result="resolved" if status == "resolved" else outcome,
+        correction=attempt.record if outcome == "committed" else None,
+        asset_key=attempt.asset_key,
+        revision=revision,
+        outcome=outcome,
+        record_hash=attempt.leaf.hex(),
+    )
+
+
+def _plan_dismissal(dismissal: Dismissal, item: ItemRow, actor: Actor, at: str) -> _Planned:
+    record = _review_bytes(
+        dismissal.key,
+        action="dismiss",
+        status="dismissed",
+        reason=item.reason,
+        actor=actor,
+        at=at,
+        note=dismissal.note,
+    )
+    return _Planned(
+        key=dismissal.key,
+        record=record,
+        action="dismiss",
+        status="dismissed",
+        reason=item.reason,
+        result="dismissed",
+        correction=None,
+        asset_key=None,
+        revision=0,
+        outcome=None,
+        record_hash=None,
+    )
+
+
+def _plan_failure(attempt: Attempt, actor: Actor, at: str, code: str) -> _Planned:
+    """The attempt recorded as failed, values included, so that a requeue can replay it."""
+    record = _review_bytes(
+        attempt.key,
+        action="failed",
+        status="open",
+        reason="transient_failure",
+        actor=actor,
+        at=at,
+        note=attempt.note,
+        attempt=attempt,
+        correction=Correction(outcome="failed", record_hash=attempt.leaf.hex(), ledger_hash=None),
+        error=code,
+    )
+    return _Planned(
+        key=attempt.key,
+        record=record,
+        action="failed",
+        status="open",
+        reason="transient_failure",
+        result="transient_failure",
+        correction=None,
+        asset_key=None,
+        revision=0,
+        outcome="failed",
+        record_hash=attempt.leaf.hex(),
+    )
+
+
+# ---------------------------------------------------------------- deciding
+
+
+async def decide(
     conn: Conn,
     actor: Actor,
     principal_id: uuid.UUID,
-    attempts: Sequence[_Attempt],
-    dismissals: Sequence[_Dismissal],
+    attempts: Sequence[Attempt],
+    dismissals: Sequence[Dismissal],
     *,
     requeue: bool,
     batch_rows_max: int,
     lock_timeout_ms: int,
-) -> list[_Outcome]:
+    signing: CheckpointSigning | None = None,
+) -> list[Outcome]:
     """One transaction: lock the head, re-read every item, decide, link and insert."""
-    outcomes: list[_Outcome] = []
+    outcomes: list[Outcome] = []
     async with conn.transaction():
         await qdb.set_lock_timeout(conn, lock_timeout_ms)
-        head = await chain.lock_head(conn)
+        head = await lock_head(conn)
         keys = [a.key for a in attempts] + [d.key for d in dismissals]
         states = await qdb.item_states(conn, keys)
         latest = await qdb.latest_assets(conn, sorted({a.asset_key for a in attempts}))
@@ -124,154 +235,67 @@ async def _decide(
         planned: list[_Planned] = []
         for attempt in attempts:
             item = states[attempt.key]
-            if not _actionable(item, requeue=requeue):
-                outcomes.append(_not_open(item))
-                continue
-            current = latest.get(attempt.asset_key)
-            ledger_hash = None if current is None else current.leaf_hash.hex()
-            revised_since = (
-                current is not None
-                and item.receipt_seq is not None
-                and current.batch_seq > item.receipt_seq
-                and current.leaf_hash != attempt.leaf
-            )
-            if current is not None and current.leaf_hash == attempt.leaf:
-                outcome, status, reason, action = "duplicate", "resolved", item.reason, attempt.action
-            elif revised_since and not attempt.supersede:
-                outcome, status, reason, action = "conflict", "open", "conflict", "conflict"
+            if actionable(item, requeue=requeue):
+                planned.append(_plan_correction(attempt, item, latest, actor, at))
             else:
-                outcome, status, reason, action = "committed", "resolved", item.reason, attempt.action
-                # Later attempts in this call see this revision, committed after every receipt.
-                latest[attempt.asset_key] = qdb.AssetHead(
-                    (0 if current is None else current.revision) + 1, attempt.leaf, 1 << 62
-                )
-            record = _review_bytes(
-                attempt.key,
-                action=action,
-                status=status,
-                reason=reason,
-                actor=actor,
-                at=at,
-                note=attempt.note,
-                attempt=attempt,
-                correction=Correction(outcome=outcome, record_hash=attempt.leaf.hex(), ledger_hash=ledger_hash),
-            )
-            planned.append(
-                _Planned(
-                    key=attempt.key,
-                    record=record,
-                    action=action,
-                    status=status,
-                    reason=reason,
-                    result="resolved" if status == "resolved" else outcome,
-                    correction=attempt.record if outcome == "committed" else None,
-                    asset_key=attempt.asset_key,
-                    revision=latest[attempt.asset_key].revision if outcome == "committed" else 0,
-                    outcome=outcome,
-                    record_hash=attempt.leaf.hex(),
-                )
-            )
+                outcomes.append(not_open(item))
         for dismissal in dismissals:
             item = states[dismissal.key]
-            if not _actionable(item, requeue=False):
-                outcomes.append(_not_open(item))
-                continue
-            record = _review_bytes(
-                dismissal.key,
-                action="dismiss",
-                status="dismissed",
-                reason=item.reason,
-                actor=actor,
-                at=at,
-                note=dismissal.note,
-            )
-            planned.append(
-                _Planned(
-                    key=dismissal.key,
-                    record=record,
-                    action="dismiss",
-                    status="dismissed",
-                    reason=item.reason,
-                    result="dismissed",
-                    correction=None,
-                    asset_key=None,
-                    revision=0,
-                    outcome=None,
-                    record_hash=None,
-                )
-            )
+            if actionable(item, requeue=False):
+                planned.append(_plan_dismissal(dismissal, item, actor, at))
+            else:
+                outcomes.append(not_open(item))
         if planned:
-            outcomes += await _link(conn, head, planned, principal_id, batch_rows_max, now)
+            outcomes += await _link(conn, head, planned, principal_id, batch_rows_max, now, signing)
     return outcomes
 
 
-async def _record_failures(
+async def record_failures(
     conn: Conn,
     actor: Actor,
     principal_id: uuid.UUID,
-    attempts: Sequence[_Attempt],
+    attempts: Sequence[Attempt],
     code: str,
     batch_rows_max: int,
-) -> list[_Outcome]:
+    signing: CheckpointSigning | None = None,
+) -> list[Outcome]:
     """One transaction: record each still-open attempt as failed, with its values, for a requeue."""
-    outcomes: list[_Outcome] = []
+    outcomes: list[Outcome] = []
     async with conn.transaction():
-        head = await chain.lock_head(conn)
+        head = await lock_head(conn)
         states = await qdb.item_states(conn, [a.key for a in attempts])
         now = datetime.now(UTC)
         at = format_time(now)
         planned: list[_Planned] = []
         for attempt in attempts:
             item = states[attempt.key]
-            if not _actionable(item, requeue=False):
-                outcomes.append(_not_open(item))
-                continue
-            record = _review_bytes(
-                attempt.key,
-                action="failed",
-                status="open",
-                reason="transient_failure",
-                actor=actor,
-                at=at,
-                note=attempt.note,
-                attempt=attempt,
-                correction=Correction(outcome="failed", record_hash=attempt.leaf.hex(), ledger_hash=None),
-                error=code,
-            )
-            planned.append(
-                _Planned(
-                    key=attempt.key,
-                    record=record,
-                    action="failed",
-                    status="open",
-                    reason="transient_failure",
-                    result="transient_failure",
-                    correction=None,
-                    asset_key=None,
-                    revision=0,
-                    outcome="failed",
-                    record_hash=attempt.leaf.hex(),
-                )
-            )
+            if actionable(item, requeue=False):
+                planned.append(_plan_failure(attempt, actor, at, code))
+            else:
+                outcomes.append(not_open(item))
         if planned:
-            outcomes += await _link(conn, head, planned, principal_id, batch_rows_max, now)
+            outcomes += await _link(conn, head, planned, principal_id, batch_rows_max, now, signing)
     return outcomes
+
+
+# ---------------------------------------------------------------- linking
 
 
 async def _link(
     conn: Conn,
-    head: chain.Head,
+    head: LockedHead,
     planned: Sequence[_Planned],
     principal_id: uuid.UUID,
     batch_rows_max: int,
     now: datetime,
-) -> list[_Outcome]:
+    signing: CheckpointSigning | None,
+) -> list[Outcome]:
     """Link planned decisions onto the chain and insert them, in the caller's transaction.
 
     Each chunk: its corrections (an assets batch without manifest), then the review batch that
     accounts for them. Review entries are in the same order as the corrections.
     """
-    outcomes: list[_Outcome] = []
+    outcomes: list[Outcome] = []
     batches: list[chain.NewBatch] = []
     corrections: list[qdb.NewCorrection] = []
     reviews: list[qdb.NewReview] = []
@@ -281,58 +305,76 @@ async def _link(
         committed = [p for p in chunk if p.correction is not None]
         if committed:
             seq += 1
-            leaves = []
-            for idx, p in enumerate(committed):
-                assert p.correction is not None and p.asset_key is not None
-                leaf = leaf_hash(p.correction)
-                leaves.append(leaf)
-                corrections.append(
-                    qdb.NewCorrection(
-                        batch_seq=seq,
-                        idx=idx,
-                        record=p.correction,
-                        leaf_hash=leaf,
-                        asset_id=p.asset_key[0],
-                        grant_code=p.asset_key[1],
-                        revision=p.revision,
-                        item=p.key,
-                    )
-                )
-            batches.append(_new_batch("assets", leaves))
+            batch, rows = _corrections_batch(seq, committed)
+            batches.append(batch)
+            corrections += rows
         seq += 1
-        leaves = []
-        for idx, p in enumerate(chunk):
-            leaf = leaf_hash(p.record)
-            leaves.append(leaf)
-            reviews.append(
-                qdb.NewReview(
-                    batch_seq=seq,
-                    idx=idx,
-                    record=p.record,
-                    leaf_hash=leaf,
-                    item=p.key,
-                    action=p.action,
-                    status=p.status,
-                    reason=p.reason,
-                    actor=principal_id,
-                    record_hash=None if p.record_hash is None else bytes.fromhex(p.record_hash),
-                )
-            )
-            outcomes.append(
-                _Outcome(
-                    key=p.key,
-                    result=p.result,
-                    status=p.status,
-                    reason=p.reason,
-                    outcome=p.outcome,
-                    record_hash=p.record_hash,
-                    entry=EntryRef(seq, idx),
-                )
-            )
-        batches.append(_new_batch("review", leaves))
+        batch, entries, told = _reviews_batch(seq, chunk, principal_id)
+        batches.append(batch)
+        reviews += entries
+        outcomes += told
     head = await chain.append_batches(conn, head, batches, now)
     assert head.seq == seq
     await qdb.insert_corrections(conn, corrections, now)
     await qdb.insert_reviews(conn, reviews, now)
-    await chain.advance_head(conn, head)
+    await chain.advance_head(conn, head, signing)
     return outcomes
+
+
+def _corrections_batch(seq: int, committed: Sequence[_Planned]) -> tuple[chain.NewBatch, list[qdb.NewCorrection]]:
+    leaves = []
+    rows = []
+    for idx, p in enumerate(committed):
+        assert p.correction is not None and p.asset_key is not None
+        leaf = leaf_hash(p.correction)
+        leaves.append(leaf)
+        rows.append(
+            qdb.NewCorrection(
+                batch_seq=seq,
+                idx=idx,
+                record=p.correction,
+                leaf_hash=leaf,
+                asset_id=p.asset_key[0],
+                grant_code=p.asset_key[1],
+                revision=p.revision,
+                item=p.key,
+            )
+        )
+    return _new_batch("assets", leaves), rows
+
+
+def _reviews_batch(
+    seq: int, chunk: Sequence[_Planned], principal_id: uuid.UUID
+) -> tuple[chain.NewBatch, list[qdb.NewReview], list[Outcome]]:
+    leaves = []
+    rows = []
+    outcomes = []
+    for idx, p in enumerate(chunk):
+        leaf = leaf_hash(p.record)
+        leaves.append(leaf)
+        rows.append(
+            qdb.NewReview(
+                batch_seq=seq,
+                idx=idx,
+                record=p.record,
+                leaf_hash=leaf,
+                item=p.key,
+                action=p.action,
+                status=p.status,
+                reason=p.reason,
+                actor=principal_id,
+                record_hash=None if p.record_hash is None else bytes.fromhex(p.record_hash),
+            )
+        )
+        outcomes.append(
+            Outcome(
+                key=p.key,
+                result=p.result,
+                status=p.status,
+                reason=p.reason,
+                outcome=p.outcome,
+                record_hash=p.record_hash,
+                entry=EntryRef(seq, idx),
+            )
+        )
+    return _new_batch("review", leaves), rows, outcomes

@@ -3,7 +3,6 @@ a manifest's accounting and the CSV export."""
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import uuid
@@ -18,10 +17,12 @@ from ledger.core.policy import ManifestRefused, normalise_header
 from ledger.core.policy.registry import PolicyRegistry, UnknownPolicy
 from ledger.core.review import REASONS, STATUSES, PolicyRef, parse_review
 from ledger.db import quarantine as qdb
+from ledger.db.cursors import decode_cursor, encode_cursor
 from ledger.db.quarantine import ItemFilter, ItemKey, ItemRow
 from ledger.errors import InvalidRequest, NotFound
 from ledger.ingest.errors_csv import neutralise_cell
-from ledger.services.access import READERS, Principal, require_lab, require_role, visible_labs
+from ledger.services.access import Principal, readable_import, require_lab, visible_labs
+from ledger.services.limits import QUARANTINE_PAGE_MAX
 from ledger.services.quarantine.schemas import (
     Accounting,
     Facets,
@@ -33,9 +34,20 @@ from ledger.services.quarantine.schemas import (
     Query,
 )
 
-__all__ = ["PAGE_LIMIT_MAX", "accounting", "export_csv", "get_item", "item_id", "list_items", "parse_item_id"]
+__all__ = [
+    "PAGE_LIMIT_MAX",
+    "accounting",
+    "export_csv",
+    "filter_for",
+    "get_item",
+    "item_id",
+    "list_items",
+    "parse_item_id",
+    "readable_item",
+    "summary",
+]
 
-PAGE_LIMIT_MAX = 500
+PAGE_LIMIT_MAX = QUARANTINE_PAGE_MAX
 _EXPORT_COLUMNS = ["id", "task_id", "row", "lab", "filename", "status", "reason", "quarantined_at", "rules", "messages"]
 _EXPORT_LINES_PER_CHUNK = 500
 
@@ -60,10 +72,6 @@ def parse_item_id(raw: str) -> ItemKey:
     return key
 
 
-def _item_key(item: ItemRow) -> ItemKey:
-    return ItemKey(item.import_id, item.row)
-
-
 def _grant_headers(policies: PolicyRegistry) -> tuple[str, ...]:
     names = {"grant_code"}
     for policy in policies.all():
@@ -73,7 +81,8 @@ def _grant_headers(policies: PolicyRegistry) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-def _filter(policies: PolicyRegistry, principal: Principal, query: Query) -> ItemFilter:
+def filter_for(policies: PolicyRegistry, principal: Principal, query: Query) -> ItemFilter:
+    """The query as the database filters it, narrowed to the labs the principal sees."""
     if query.status is not None and query.status not in STATUSES:
         raise InvalidRequest("invalid_status", f"status must be one of {', '.join(sorted(STATUSES))}")
     if query.reason is not None and query.reason not in REASONS:
@@ -103,23 +112,14 @@ def _filter(policies: PolicyRegistry, principal: Principal, query: Query) -> Ite
     )
 
 
-def _encode_cursor(item: ItemRow) -> str:
-    raw = msgspec.json.encode([item.quarantined_at.isoformat(), str(item.import_id), item.row])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+def _cursor(item: ItemRow) -> str:
+    """The queue's order: newest import first, then the import, then the row (qdb.list_items)."""
+    return encode_cursor([item.quarantined_at.isoformat(), str(item.import_id), item.row])
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID, int]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        at, task, row = msgspec.json.decode(raw, type=tuple[str, str, int])
-        return datetime.fromisoformat(at), uuid.UUID(task), row
-    except (ValueError, msgspec.DecodeError):
-        raise InvalidRequest("invalid_cursor", "cursor is not one this service issued") from None
-
-
-def _summary(item: ItemRow) -> ItemSummary:
+def summary(item: ItemRow) -> ItemSummary:
     return ItemSummary(
-        id=item_id(_item_key(item)),
+        id=item_id(item.key),
         task_id=str(item.import_id),
         row=item.row,
         lab=item.lab,
@@ -145,21 +145,21 @@ async def list_items(
     limit: int,
     cursor: str | None,
 ) -> Page:
-    require_role(principal, READERS)
     if not 1 <= limit <= PAGE_LIMIT_MAX:
         raise InvalidRequest("invalid_limit", f"limit must be between 1 and {PAGE_LIMIT_MAX}")
-    flt = _filter(policies, principal, query)
-    after = _decode_cursor(cursor) if cursor else None
+    flt = filter_for(policies, principal, query)
+    after = decode_cursor(cursor, tuple[datetime, uuid.UUID, int]) if cursor else None
     items = await qdb.list_items(pool, flt, after=after, limit=limit)
     rules, fields = await qdb.facets(pool, flt)
     return Page(
-        items=[_summary(i) for i in items],
-        next=_encode_cursor(items[-1]) if len(items) == limit else None,
+        items=[summary(i) for i in items],
+        next=_cursor(items[-1]) if len(items) == limit else None,
         facets=Facets(rules=rules, fields=fields),
     )
 
 
-async def _readable_item(pool: asyncpg.Pool[Any], principal: Principal, raw_id: str) -> ItemRow:
+async def readable_item(pool: asyncpg.Pool[Any], principal: Principal, raw_id: str) -> ItemRow:
+    """The item ``raw_id`` names, as it stands now, if it is in a lab the principal sees."""
     key = parse_item_id(raw_id)
     item = (await qdb.item_states(pool, [key])).get(key)
     if item is None:
@@ -195,9 +195,8 @@ def _history_entry(seq: int, idx: int, record: bytes) -> HistoryEntry:
 
 
 async def get_item(pool: asyncpg.Pool[Any], policies: PolicyRegistry, principal: Principal, raw_id: str) -> ItemDetail:
-    require_role(principal, READERS)
-    item = await _readable_item(pool, principal, raw_id)
-    key = _item_key(item)
+    item = await readable_item(pool, principal, raw_id)
+    key = item.key
     entries = await qdb.history(pool, key)
     names = _field_names(policies, item)
     return ItemDetail(
@@ -225,15 +224,7 @@ async def get_item(pool: asyncpg.Pool[Any], policies: PolicyRegistry, principal:
 
 async def accounting(pool: asyncpg.Pool[Any], principal: Principal, task_id: str) -> Accounting:
     """Every row of a manifest by final disposition, checked against its receipt."""
-    require_role(principal, READERS)
-    try:
-        import_id = uuid.UUID(task_id)
-    except ValueError:
-        raise NotFound("not_found", f"no import {task_id!r}") from None
-    lab = await pool.fetchval("SELECT lab FROM imports WHERE id = $1", import_id)
-    if lab is None:
-        raise NotFound("not_found", f"no import {task_id!r}")
-    require_lab(principal, lab)
+    import_id = (await readable_import(pool, principal, task_id)).id
     row = await qdb.accounting(pool, import_id)
     assert row is not None
     receipt_rows: dict[str, int] | None = None
@@ -273,8 +264,7 @@ async def export_csv(
     pool: asyncpg.Pool[Any], policies: PolicyRegistry, principal: Principal, query: Query
 ) -> tuple[str, AsyncIterator[str]]:
     """The filtered queue as CSV, one line per item with its cells by field, spreadsheet-safe."""
-    require_role(principal, READERS)
-    flt = _filter(policies, principal, query)
+    flt = filter_for(policies, principal, query)
     field_columns: list[str] = []
     for policy in policies.all():
         field_columns += [f for f in policy.field_names if f not in field_columns]
@@ -292,7 +282,7 @@ async def export_csv(
                     names[item.import_id] = _field_names(policies, item)
                 by_field = dict(zip(names[item.import_id], item.cells, strict=False))
                 cells = [
-                    item_id(_item_key(item)),
+                    item_id(item.key),
                     str(item.import_id),
                     str(item.row),
                     item.lab,

@@ -1,4 +1,6 @@
-"""What an import leaves in the ledger, without what legitimately differs between runs.
+"""What an import leaves in the ledger, without what legitimately differs between runs, so
+that two runs of the same manifests (crashed and resumed, or with other chunk sizes or staging
+processes) can be compared, or pinned by a digest.
 
 Batch times, chain hashes and task ids differ between two runs of the same manifest; the
 records, leaf hashes, batch hashes, row outcomes, receipt figures and projected assets must not.
@@ -15,8 +17,12 @@ import msgspec
 from ledger.db import projection
 from ledger.db.pool import Conn
 
+__all__ = ["digest", "ledger_content"]
+
 
 async def ledger_content(conn: Conn) -> dict[str, Any]:
+    """The ledger's entries, batches, receipts, row outcomes and current assets on ``conn``,
+    as plain JSON-able lists, less batch times, chain hashes and task ids."""
     # The current-state projection first, brought up to date: a worker's projector may or may
     # not have applied it yet (a race that made two equal runs compare unequal), and what it
     # applies does not depend on who applies it.
@@ -61,4 +67,5 @@ async def ledger_content(conn: Conn) -> dict[str, Any]:
 
 
 def digest(content: dict[str, Any]) -> str:
+    """A SHA-256 hex digest of ``content`` (from ledger_content), to pin it in a test."""
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()

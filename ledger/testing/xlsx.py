@@ -20,6 +20,7 @@ class Raw(str):
     """A number cell whose <v> text is written exactly as given (e.g. '800.3200000000001')."""
 
 
+# What a cell may hold; None and "" leave the cell out.
 Cell = str | int | float | bool | dt.date | dt.datetime | Raw | None
 
 _EPOCH = dt.datetime(1899, 12, 30)
@@ -77,6 +78,7 @@ def _sheet(rows: list[list[Cell]]) -> str:
 
 
 def xlsx_bytes(sheets: dict[str, list[list[Cell]]]) -> bytes:
+    """An .xlsx workbook of ``sheets`` (name to rows of cells), in order."""
     names = list(sheets)
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
@@ -136,5 +138,6 @@ def xlsx_bytes(sheets: dict[str, list[list[Cell]]]) -> bytes:
 
 
 def write_xlsx(path: Path, sheets: dict[str, list[list[Cell]]]) -> Path:
+    """xlsx_bytes(sheets) written to ``path``; returns ``path``."""
     path.write_bytes(xlsx_bytes(sheets))
     return path

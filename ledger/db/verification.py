@@ -1,47 +1,24 @@
-"""Reading the ledger back for auditors: the head, and full verification from stored bytes."""
+"""Full verification of the stored ledger: every record hash, batch root, chain link and
+receipt recomputed from the stored bytes (ledger.core.verify does the checking)."""
 
 from __future__ import annotations
 
 import asyncio
-import binascii
 import uuid
 from collections.abc import AsyncGenerator
-from datetime import datetime
 from typing import Any
 
 import msgspec
 
 from ledger.core import records
-from ledger.core.verify import ChainVerifier, Failure, StoredBatch, StoredEntry, VerifyReport
-from ledger.db.ledger_store import outcome_bytes
-from ledger.db.pool import Conn, Executor
+from ledger.core.failures import Failure
+from ledger.core.verify import ChainVerifier, StoredBatch, StoredEntry, VerifyReport
+from ledger.db.batches import HEADER_COLUMNS, header_of
+from ledger.db.pool import Conn
 from ledger.db.quarantine import index_leaves as quarantine_index_leaves
+from ledger.db.stored_outcomes import IMPORT_OUTCOMES, stored_outcomes
 
-__all__ = ["Head", "get_head", "verify_ledger"]
-
-
-class Head(msgspec.Struct, frozen=True):
-    seq: int
-    chain_hash: str
-    batch_hash: str | None
-    committed_at: datetime | None
-
-
-async def get_head(conn: Executor) -> Head:
-    row = await conn.fetchrow(
-        """
-        SELECT h.seq, h.chain_hash, b.batch_hash, b.committed_at
-        FROM ledger_head h LEFT JOIN ledger_batches b ON b.seq = h.seq
-        WHERE h.id = 1
-        """
-    )
-    assert row is not None, "ledger_head row missing: run migrations"
-    return Head(
-        seq=row["seq"],
-        chain_hash=bytes(row["chain_hash"]).hex(),
-        batch_hash=None if row["batch_hash"] is None else bytes(row["batch_hash"]).hex(),
-        committed_at=row["committed_at"],
-    )
+__all__ = ["verify_ledger"]
 
 
 # Below this many records one process verifies; above, ranges of the chain are verified by
@@ -189,9 +166,6 @@ async def _verify_parallel(conn: Conn, url: str, workers: int) -> VerifyReport:
     return VerifyReport(ok=True, batches_checked=checked_batches, records_checked=checked_records, first_failure=None)
 
 
-_ACCEPTED_BYTES = {"committed": b"committed", "duplicate": b"duplicate"}
-
-
 class _ImportRows:
     """One import's row outcomes, read once (not once per batch): its asset batches compare
     with consecutive slices of the committed record hashes, its receipt with all outcomes."""
@@ -199,23 +173,7 @@ class _ImportRows:
     __slots__ = ("committed", "outcomes", "position")
 
     def __init__(self, rows: list[Any]) -> None:
-        # One pass, every row unpacked once: this runs for every row of every manifest.
-        # Accepted rows (nearly all) go through the canonical template directly; anything
-        # else, including a tampered row, through the general encoder.
-        tpl, accepted, hexlify = records.ACCEPTED_OUTCOME_TEMPLATE, _ACCEPTED_BYTES, binascii.hexlify
-        committed: list[bytes] = []
-        outcomes: list[bytes] = []
-        for row in rows:
-            row_no, outcome, record_hash, errors, _ = row
-            if outcome == "committed":
-                committed.append(b"" if record_hash is None else record_hash)
-            word = accepted.get(outcome)
-            if word is not None and not errors and record_hash is not None and len(record_hash) == 32:
-                outcomes.append(tpl % (word, hexlify(record_hash), row_no))
-            else:
-                outcomes.append(outcome_bytes(row))
-        self.committed = committed
-        self.outcomes = outcomes
+        self.committed, self.outcomes = stored_outcomes(rows)
         self.position = 0
 
     def next_committed(self, count: int) -> list[bytes]:
@@ -225,11 +183,7 @@ class _ImportRows:
 
 
 async def _import_rows(conn: Conn, import_id: uuid.UUID) -> _ImportRows:
-    rows = await conn.fetch(
-        "SELECT row_no, outcome, record_hash, errors, cells FROM import_rows WHERE import_id = $1 ORDER BY row_no",
-        import_id,
-    )
-    return _ImportRows(rows)
+    return _ImportRows(await conn.fetch(IMPORT_OUTCOMES, import_id))
 
 
 async def _stored_batches(
@@ -241,9 +195,8 @@ async def _stored_batches(
         if snapshot is not None:
             await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
         batches = conn.cursor(
-            """
-            SELECT seq, kind, batch_hash, records, manifest_sha256, policy_sha256, committed_at,
-                   chain_hash, import_id
+            f"""
+            SELECT {HEADER_COLUMNS}, chain_hash, import_id
             FROM ledger_batches WHERE seq >= $1 AND ($2::bigint IS NULL OR seq <= $2) ORDER BY seq
             """,
             first_seq,
@@ -251,15 +204,7 @@ async def _stored_batches(
             prefetch=100,
         )
         async for b in batches:
-            header = records.BatchHeader(
-                seq=b["seq"],
-                kind=b["kind"],
-                batch_hash=bytes(b["batch_hash"]).hex(),
-                records=b["records"],
-                manifest_sha256=b["manifest_sha256"],
-                policy_sha256=b["policy_sha256"],
-                committed_at=records.format_time(b["committed_at"]),
-            )
+            header = header_of(b)
             entries = [
                 StoredEntry(idx=e[0], record=bytes(e[1]), leaf_hash=bytes(e[2]))
                 for e in await conn.fetch(

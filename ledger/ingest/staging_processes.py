@@ -25,7 +25,7 @@ import msgspec
 from ledger.core.policy import ManifestRefused
 from ledger.ingest.errors import ManifestError
 from ledger.ingest.formats import ReadOptions, open_manifest
-from ledger.ingest.staging import stage_copy
+from ledger.ingest.staged_rows import stage_copy
 
 __all__ = ["StageJob", "StagedChunk", "StagerCrashed", "staged_chunks"]
 

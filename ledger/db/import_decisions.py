@@ -1,4 +1,5 @@
-"""What becomes of every staged row: decided against a snapshot, before the head lock.
+"""What becomes of every staged row (the ``import_decisions`` table): decided against a
+snapshot, before the head lock.
 
 Deciding (which rows commit, which are duplicates, which keys conflict, at which revision)
 reads the whole import and the ledger's latest revisions: seconds for a large manifest. Done
@@ -17,7 +18,8 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from ledger.db import projection
+from ledger.db import import_statuses, projection
+from ledger.db.head import head_seq
 from ledger.db.pool import Conn, Executor
 
 __all__ = [
@@ -134,8 +136,7 @@ async def decide(conn: Conn, import_id: uuid.UUID, *, staged_rows: int) -> int:
     decisions; returns the head sequence number of the snapshot they were taken against."""
     async with conn.transaction(isolation="repeatable_read"):
         # Read first: the snapshot is taken here, so the head and the decisions agree.
-        seq = await conn.fetchval("SELECT seq FROM ledger_head WHERE id = 1")
-        assert seq is not None, "ledger_head row missing: run migrations"
+        seq = await head_seq(conn)
         await conn.execute("DELETE FROM import_decisions WHERE import_id = $1", import_id)
         await _decide(conn, import_id, staged_rows=staged_rows)
     return int(seq)
@@ -188,6 +189,5 @@ async def sweep_finished(conn: Executor) -> None:
     """Drop working rows of imports that ended (a worker died between a commit and its cleanup)."""
     for table in ("import_staging", "import_decisions"):
         await conn.execute(
-            f"DELETE FROM {table} t USING imports i "
-            "WHERE i.id = t.import_id AND i.status IN ('done', 'failed', 'cancelled')"
+            f"DELETE FROM {table} t USING imports i WHERE i.id = t.import_id AND {import_statuses.terminal('i.status')}"
         )

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from ledger.bench.manifest import HEADER, generate_rows
 from ledger.core.policy import load_policy
 from ledger.ingest.csv_reader import Record, RecordError
-from ledger.ingest.staging import encode_copy, stage_chunk, stage_copy
-from tests.core.test_policy_fastpath import bound_rows
+from ledger.ingest.staged_rows import encode_copy, stage_chunk, stage_copy
+from ledger.testing.policy_rows import bound_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = load_policy((ROOT / "policies" / "lab-inventory.json").read_bytes(), source="lab-inventory.json")

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from ledger.bench.manifest import write_manifest
-from ledger.ingest.errors import ManifestError
-from ledger.ingest.stagers import StagedChunk, StageJob, StagerCrashed, staged_chunks
 from ledger.core.policy.registry import PolicyRegistry
+from ledger.ingest.errors import ManifestError
+from ledger.ingest.staging_processes import StagedChunk, StageJob, StagerCrashed, staged_chunks
 
 ROOT = Path(__file__).resolve().parents[2]
 

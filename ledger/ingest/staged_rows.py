@@ -4,7 +4,7 @@ A chunk of records becomes the bytes of one binary ``COPY import_staging FROM ST
 the process that did the CPU work hands the database a ready payload and the process that
 talks to PostgreSQL only forwards bytes. ``stage_copy`` does it in one pass, straight from the
 valid-row fast path to COPY bytes; ``stage_chunk`` and ``encode_copy`` are the general path it
-falls back to for every other row, and its reference (tests/ingest/test_staging.py).
+falls back to for every other row, and its reference (tests/ingest/test_staged_rows.py).
 """
 
 from __future__ import annotations
