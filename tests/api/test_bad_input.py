@@ -9,6 +9,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from ledger.testing import HEADER, Api, manifest
 from ledger.testing.xlsx import xlsx_bytes
 
@@ -132,3 +134,23 @@ async def test_an_encoding_that_lies(api: Api) -> None:
     # A name that is no text encoding at all is refused before anything is queued.
     response = await api.submit(utf8, encoding="rot13")
     assert response.status_code == 422 and response.json()["code"] == "invalid_encoding"
+
+
+async def test_a_full_spool_answers_507_and_keeps_nothing(
+    api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from ledger.ingest import spool
+
+    def disk_full(self: Any) -> None:
+        if self._buffer:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(spool._Receiver, "_flush", disk_full)
+    response = await api.submit(manifest("EQ-0001,NIH-R01GM123456,equipment,1,ENG-1004,2024-08-19,,,,"))
+    assert response.status_code == 507, response.text
+    assert response.json()["code"] == "spool_full" and "no room" in response.json()["message"]
+    assert list((tmp_path / "spool").glob("*")) == []  # the partial upload went with the refusal
+    imports = await api.get("/assets", role="auditor")
+    assert imports.status_code == 200 and imports.json()["items"] == []
