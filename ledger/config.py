@@ -21,6 +21,24 @@ def _default_policies_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "policies"
 
 
+# The numeric settings and the variables they are read from.
+_NUMBERS: tuple[tuple[str, str, type[int] | type[float]], ...] = (
+    ("batch_rows_max", "LEDGER_BATCH_ROWS", int),
+    ("upload_bytes_max", "LEDGER_UPLOAD_BYTES_MAX", int),
+    ("workers", "LEDGER_WORKERS", int),
+    ("imports_running_max", "LEDGER_IMPORTS_RUNNING_MAX", int),
+    ("imports_queued_max", "LEDGER_IMPORTS_QUEUED_MAX", int),
+    ("imports_queued_per_lab_max", "LEDGER_IMPORTS_QUEUED_PER_LAB_MAX", int),
+    ("import_chunk_rows", "LEDGER_IMPORT_CHUNK_ROWS", int),
+    ("import_processes", "LEDGER_IMPORT_PROCESSES", int),
+    ("import_parallel_bytes_min", "LEDGER_IMPORT_PARALLEL_BYTES_MIN", int),
+    ("job_heartbeat_timeout_seconds", "LEDGER_JOB_HEARTBEAT_TIMEOUT", int),
+    ("job_retry_attempts", "LEDGER_JOB_RETRY_ATTEMPTS", int),
+    ("job_retry_base_seconds", "LEDGER_JOB_RETRY_BASE_SECONDS", float),
+    ("job_retry_max_seconds", "LEDGER_JOB_RETRY_MAX_SECONDS", float),
+)
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # None means "start the embedded PostgreSQL under home/pgdata".
     database_url: str | None = None
@@ -79,33 +97,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             values["home"] = Path(home)
         if policies := env.get("LEDGER_POLICIES_DIR"):
             values["policies_dir"] = Path(policies)
-        for key, name in (
-            ("batch_rows_max", "LEDGER_BATCH_ROWS"),
-            ("upload_bytes_max", "LEDGER_UPLOAD_BYTES_MAX"),
-            ("workers", "LEDGER_WORKERS"),
-            ("imports_running_max", "LEDGER_IMPORTS_RUNNING_MAX"),
-            ("imports_queued_max", "LEDGER_IMPORTS_QUEUED_MAX"),
-            ("imports_queued_per_lab_max", "LEDGER_IMPORTS_QUEUED_PER_LAB_MAX"),
-            ("import_chunk_rows", "LEDGER_IMPORT_CHUNK_ROWS"),
-            ("import_processes", "LEDGER_IMPORT_PROCESSES"),
-            ("import_parallel_bytes_min", "LEDGER_IMPORT_PARALLEL_BYTES_MIN"),
-            ("job_heartbeat_timeout_seconds", "LEDGER_JOB_HEARTBEAT_TIMEOUT"),
-            ("job_retry_attempts", "LEDGER_JOB_RETRY_ATTEMPTS"),
-        ):
+        for key, name, number in _NUMBERS:
             if raw := env.get(name):
                 try:
-                    values[key] = int(raw)
+                    values[key] = number(raw)
                 except ValueError as exc:
-                    raise ValueError(f"{name} must be a whole number, got {raw!r}") from exc
-        for key, name in (
-            ("job_retry_base_seconds", "LEDGER_JOB_RETRY_BASE_SECONDS"),
-            ("job_retry_max_seconds", "LEDGER_JOB_RETRY_MAX_SECONDS"),
-        ):
-            if raw := env.get(name):
-                try:
-                    values[key] = float(raw)
-                except ValueError as exc:
-                    raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from exc
+                    what = "a number of seconds" if number is float else "a whole number"
+                    raise ValueError(f"{name} must be {what}, got {raw!r}") from exc
         if level := env.get("LEDGER_LOG_LEVEL"):
             values["log_level"] = level
         if key_file := env.get("LEDGER_SIGNING_KEY_FILE"):
