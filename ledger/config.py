@@ -9,7 +9,23 @@ from pathlib import Path
 import msgspec
 from msgspec import field
 
-__all__ = ["Settings"]
+__all__ = ["TOKEN_DAYS_MAX", "Settings", "parse_days"]
+
+# The longest token lifetime that may be asked for (about a century), so a date never overflows.
+TOKEN_DAYS_MAX = 36_500
+
+
+def parse_days(raw: str, name: str) -> int | None:
+    """A token lifetime in whole days, or None for ``none`` (never expires)."""
+    if raw.strip().lower() in ("none", "never"):
+        return None
+    try:
+        days = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number of days or 'none', got {raw!r}") from None
+    if not 1 <= days <= TOKEN_DAYS_MAX:
+        raise ValueError(f"{name} must be between 1 and {TOKEN_DAYS_MAX} days (or 'none'), got {days}")
+    return days
 
 
 def _default_policies_dir() -> Path:
@@ -36,6 +52,8 @@ _NUMBERS: tuple[tuple[str, str, type[int] | type[float]], ...] = (
     ("job_retry_attempts", "LEDGER_JOB_RETRY_ATTEMPTS", int),
     ("job_retry_base_seconds", "LEDGER_JOB_RETRY_BASE_SECONDS", float),
     ("job_retry_max_seconds", "LEDGER_JOB_RETRY_MAX_SECONDS", float),
+    ("spool_retention_seconds", "LEDGER_SPOOL_RETENTION_SECONDS", int),
+    ("auth_failures_per_minute", "LEDGER_AUTH_FAILURES_PER_MINUTE", int),
 )
 
 
@@ -74,6 +92,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # first start. The origin line of checkpoints; None means the key's name.
     signing_key_file: Path | None = None
     checkpoint_origin: str | None = None
+    # An upload is deleted from the spool as soon as its import ends (done, failed, cancelled);
+    # with this many seconds it is kept that long, and the worker's spool janitor removes it.
+    spool_retention_seconds: int = 0
+    # Tokens expire this many days after they are made unless told otherwise (None: never).
+    token_ttl_days: int | None = 90
+    # Failed authentications (a token presented but unknown, revoked or expired) one client
+    # address may make in a minute before it gets 429 until the minute is over, per API process.
+    auth_failures_per_minute: int = 10
 
     @property
     def spool_dir(self) -> Path:
@@ -110,6 +136,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             values["signing_key_file"] = Path(key_file)
         if origin := env.get("LEDGER_CHECKPOINT_ORIGIN"):
             values["checkpoint_origin"] = origin
+        if ttl := env.get("LEDGER_TOKEN_TTL_DAYS"):
+            values["token_ttl_days"] = parse_days(ttl, "LEDGER_TOKEN_TTL_DAYS")
         values.update(overrides)
         settings = cls(**values)  # type: ignore[arg-type]
         settings.check()
@@ -127,9 +155,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             (self.upload_bytes_max, "LEDGER_UPLOAD_BYTES_MAX"),
             (self.job_heartbeat_timeout_seconds, "LEDGER_JOB_HEARTBEAT_TIMEOUT"),
             (self.job_retry_attempts, "LEDGER_JOB_RETRY_ATTEMPTS"),
+            (self.auth_failures_per_minute, "LEDGER_AUTH_FAILURES_PER_MINUTE"),
+            (self.token_ttl_days or 1, "LEDGER_TOKEN_TTL_DAYS"),
         ):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
+        if self.spool_retention_seconds < 0:
+            raise ValueError(f"LEDGER_SPOOL_RETENTION_SECONDS must be 0 or more, got {self.spool_retention_seconds}")
         if self.workers < 0 or self.import_processes < 0:
             raise ValueError("LEDGER_WORKERS and LEDGER_IMPORT_PROCESSES must be 0 or more")
         if self.imports_queued_per_lab_max > self.imports_queued_max:

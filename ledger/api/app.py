@@ -9,6 +9,7 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.datastructures import State
+from litestar.exceptions import ValidationException
 from litestar.middleware.base import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
@@ -19,8 +20,11 @@ from ledger.api.controllers.health import HealthController
 from ledger.api.controllers.imports import ImportsController
 from ledger.api.controllers.policies import PoliciesController
 from ledger.api.controllers.quarantine import QuarantineController
+from ledger.api.controllers.tokens import TokensController
 from ledger.api.deps import dependencies
 from ledger.api.errors import exception_handlers
+from ledger.api.headers import security_headers
+from ledger.api.inputs import validation_error
 from ledger.api.state import AppState
 from ledger.config import Settings
 from ledger.core.policy.registry import PolicyRegistry
@@ -69,9 +73,12 @@ def create_app(
             AuditController,
             PoliciesController,
             QuarantineController,
+            TokensController,
         ],
         dependencies=dependencies,
-        exception_handlers=exception_handlers,
+        # Parameter validation names the parameter (ledger.api.inputs).
+        exception_handlers={**exception_handlers, ValidationException: validation_error},
+        before_send=[security_headers],
         middleware=[DefineMiddleware(TokenAuthMiddleware, exclude=PUBLIC_PATHS)],
         lifespan=[lifespan],
         state=State({"ledger": state}),

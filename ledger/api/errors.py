@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from litestar import Request, Response
@@ -32,14 +33,33 @@ _CODES = {
 }
 
 
+# A 404 quotes the id it did not find: at most this much of it (a 100 kB path segment is not
+# sent back), and the message as a whole stays short whatever a service put in it.
+_ECHO_MAX = 60
+_NOT_FOUND_MESSAGE_MAX = 300
+_QUOTED = re.compile("|".join(f"{q}[^{q}]{{{_ECHO_MAX + 1},}}{q}" for q in "'\""))
+
+
+def _bounded(message: str) -> str:
+    """Every quoted part of ``message`` cut to its first _ECHO_MAX characters and an ellipsis."""
+    message = _QUOTED.sub(lambda m: m[0][: _ECHO_MAX + 1] + "…" + m[0][0], message)
+    if len(message) > _NOT_FOUND_MESSAGE_MAX:
+        message = message[:_NOT_FOUND_MESSAGE_MAX] + "…"
+    return message
+
+
 def _service_error(request: Request[Any, Any, Any], exc: ServiceError) -> Response[Any]:
     retry_after = getattr(exc, "retry_after", None)
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return Response(exc.body(), status_code=exc.status, headers=headers)
+    body = exc.body()
+    if exc.status == 404 and isinstance(body.get("message"), str):
+        body["message"] = _bounded(body["message"])
+    return Response(body, status_code=exc.status, headers=headers)
 
 
 def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
-    body: dict[str, Any] = {"code": _CODES.get(exc.status_code, "error"), "message": exc.detail}
+    message = _bounded(exc.detail) if exc.status_code == 404 else exc.detail
+    body: dict[str, Any] = {"code": _CODES.get(exc.status_code, "error"), "message": message}
     if isinstance(exc, ValidationException):
         body["code"] = "invalid_request"
         if exc.extra:

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from ledger.config import Settings
-from ledger.core.roles import LAB_MANAGER, ROLES
+from ledger.core.roles import ROLES
 
 __all__ = ["main"]
 
@@ -78,12 +78,21 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _first_admin_token(url: str) -> str | None:
+    """An admin token on a first start (no token at all yet), else None; when no admin token
+    can authenticate any more, says how to make one rather than minting it unasked."""
     from ledger.db.pool import connect
-    from ledger.db.tokens import create_first_admin
+    from ledger.db.tokens import any_admin, create_first_admin
 
     conn = await connect(url)
     try:
-        return await create_first_admin(conn)
+        token = await create_first_admin(conn, expires_in_days=Settings.from_env().token_ttl_days)
+        if token is None and not await any_admin(conn):
+            print(
+                "no admin token is valid (all revoked or expired); make one with `ledger token create --role admin`",
+                file=sys.stderr,
+                flush=True,
+            )
+        return token
     finally:
         await conn.close()
 
@@ -151,27 +160,118 @@ class _terminate_as_interrupt:
 
 
 def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
-    from ledger.db.pool import connect
-    from ledger.db.tokens import create_token
+    from ledger.errors import InvalidRequest
+    from ledger.services import tokens
 
     labs = args.lab or []
-    if args.role == LAB_MANAGER and not labs:
-        print("a lab_manager token needs at least one --lab", file=sys.stderr)
+    days = settings.token_ttl_days if args.expires_in is None else (args.expires_in or None)
+    try:
+        # Checked before the database is touched: a wrong request starts nothing.
+        tokens.check_grant(args.role, labs, days, args.label)
+    except InvalidRequest as exc:
+        print(f"ledger token create: {exc.message}", file=sys.stderr)
         return 2
+
+    async def run(conn: Any) -> Any:
+        return await tokens.create(conn, role=args.role, labs=labs, label=args.label, expires_in_days=days)
+
+    created = _with_connection(settings, run)
+    expires = f", expires {_when(created.info.expires_at)}" if created.info.expires_at else ", never expires"
+    print(
+        f"created {created.info.role} token {created.info.id}"
+        + (f" for labs {', '.join(created.info.labs)}" if created.info.labs else "")
+        + expires,
+        file=sys.stderr,
+    )
+    print(created.token)
+    return 0
+
+
+def _with_connection(settings: Settings, fn: Any) -> Any:
+    """``fn(conn)`` on a connection to the service's database."""
+    from ledger.db.pool import connect
+
     url, _handle = resolve_database(settings)
 
-    async def run() -> str:
+    async def run() -> Any:
         conn = await connect(url)
         try:
-            token, _ = await create_token(conn, role=args.role, labs=labs, label=args.label)
-            return token
+            return await fn(conn)
         finally:
             await conn.close()
 
-    token = asyncio.run(run())
-    print(f"created a {args.role} token" + (f" for labs {', '.join(labs)}" if labs else ""), file=sys.stderr)
-    print(token)
+    return asyncio.run(run())
+
+
+def _when(moment: Any) -> str:
+    return "-" if moment is None else moment.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def cmd_token_list(settings: Settings, args: argparse.Namespace) -> int:
+    from ledger.services import tokens
+
+    found = _with_connection(settings, tokens.list_all)
+    if args.json:
+        print(msgspec.json.encode(found).decode())
+        return 0
+    heads = ("id", "role", "labs", "label", "created", "expires", "last used", "revoked")
+    rows = [
+        (
+            str(t.id),
+            t.role,
+            ",".join(t.labs) or "-",
+            t.label or "-",
+            _when(t.created_at),
+            "never" if t.expires_at is None else _when(t.expires_at),
+            _when(t.last_used_at),
+            _when(t.revoked_at),
+        )
+        for t in found
+    ]
+    widths = [max(len(c) for c in column) for column in zip(heads, *rows, strict=False)]
+    for line in (heads, *rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
     return 0
+
+
+def cmd_token_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    from ledger.errors import NotFound
+    from ledger.services import tokens
+
+    try:
+        info = _with_connection(settings, lambda conn: tokens.revoke(conn, args.id))
+    except NotFound:
+        print(f"ledger token revoke: no token {args.id}", file=sys.stderr)
+        return 1
+    print(f"revoked token {info.id} ({info.role}) at {_when(info.revoked_at)}")
+    return 0
+
+
+def cmd_token_rotate(settings: Settings, args: argparse.Namespace) -> int:
+    from ledger.errors import Conflict, NotFound
+    from ledger.services import tokens
+
+    try:
+        created = _with_connection(settings, lambda conn: tokens.rotate(conn, args.id))
+    except NotFound:
+        print(f"ledger token rotate: no token {args.id}", file=sys.stderr)
+        return 1
+    except Conflict as exc:
+        print(f"ledger token rotate: {exc.message}", file=sys.stderr)
+        return 1
+    print(f"token {args.id} is revoked; its replacement is {created.info.id} (shown once):", file=sys.stderr)
+    print(created.token)
+    return 0
+
+
+def _days(raw: str) -> int:
+    """--expires-in: whole days, or 0 for 'none' (never)."""
+    from ledger.config import parse_days
+
+    try:
+        return parse_days(raw, "--expires-in") or 0
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
@@ -251,9 +351,31 @@ def _parser() -> argparse.ArgumentParser:
     token_sub = token.add_subparsers(dest="token_command", required=True)
     create = token_sub.add_parser("create", help="create a token; it is printed as the last line")
     create.add_argument("--role", required=True, choices=ROLES)
-    create.add_argument("--lab", action="append", help="a lab the token acts for (repeatable)")
+    create.add_argument(
+        "--lab", action="append", help="a lab a lab_manager token acts for (repeatable; other roles act for every lab)"
+    )
     create.add_argument("--label", help="a note on whom the token is for")
+    create.add_argument(
+        "--expires-in",
+        type=_days,
+        metavar="DAYS",
+        help="days until the token expires, or 'none' for never (default LEDGER_TOKEN_TTL_DAYS or 90)",
+    )
     create.set_defaults(func=cmd_token_create)
+    listing = token_sub.add_parser(
+        "list", help="every token: id, role, labs, label, created, expires, last used, revoked (never the secret)"
+    )
+    listing.add_argument("--json", action="store_true", help="print one JSON array")
+    listing.set_defaults(func=cmd_token_list)
+    revoke = token_sub.add_parser("revoke", help="revoke a token by its id (from `ledger token list`)")
+    revoke.add_argument("id")
+    revoke.set_defaults(func=cmd_token_revoke)
+    rotate = token_sub.add_parser(
+        "rotate",
+        help="a new secret for the same role, labs and label; the old one is revoked; printed as the last line",
+    )
+    rotate.add_argument("id")
+    rotate.set_defaults(func=cmd_token_rotate)
 
     sub.add_parser("verify", help="recompute every hash of the ledger; exit 0 intact, 1 tampered").set_defaults(
         func=cmd_verify

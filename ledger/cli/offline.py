@@ -3,6 +3,9 @@
 Imports only ledger.core, msgspec, cryptography and the standard library, so an auditor can
 run them from an environment with the core alone (no database, no web server packages).
 Exit 0 when everything checks out; 1 with a message naming the failed check and where.
+A checkpoint whose signature is not checked proves nothing, so every command needs a trusted
+key (--public-key) and fails without one, unless told --no-signature-check: then it checks
+everything else and says on stdout that the signatures were not checked.
 """
 
 from __future__ import annotations
@@ -69,6 +72,31 @@ def load_verifiers(values: list[str] | None) -> list[Verifier]:
     return keys
 
 
+NOT_CHECKED = (
+    "SIGNATURES NOT CHECKED (--no-signature-check): the checkpoints are not authenticated; "
+    "this shows only that the documents agree with each other"
+)
+
+
+def trusted_keys(args: argparse.Namespace) -> list[Verifier] | None:
+    """The keys signatures are checked against; None (after saying so on stdout) with
+    --no-signature-check. Without either, nothing could vouch for a checkpoint: a usage error."""
+    if args.no_signature_check:
+        if args.public_key:
+            raise UsageError("--public-key and --no-signature-check contradict each other; give one")
+        print(NOT_CHECKED)
+        return None
+    if not args.public_key:
+        raise UsageError(
+            "cannot check the checkpoint signatures: no --public-key given (GET /audit/public-key lists"
+            " the server's keys); pass --no-signature-check to check everything but the signatures"
+        )
+    keys = load_verifiers(args.public_key)
+    if not keys:
+        raise UsageError(f"no verifier key in {', '.join(args.public_key)}: cannot check the checkpoint signatures")
+    return keys
+
+
 def _checkpoint_text(path: str, what: str) -> str:
     """A checkpoint file: the signed note itself, or the JSON the API serves it in."""
     text = _read_text(path, what)
@@ -88,7 +116,7 @@ def _describe(checkpoint: Checkpoint) -> str:
 
 
 def cmd_verify_proof(args: argparse.Namespace) -> int:
-    verifiers = load_verifiers(args.public_key)
+    verifiers = trusted_keys(args)
     data = _read_text(args.file, "proof")
     try:
         kind = msgspec.json.decode(data, type=dict[str, Any]).get("type")
@@ -116,7 +144,7 @@ def _file_chunks(path: str) -> Iterator[bytes]:
 
 
 def cmd_verify_receipt(args: argparse.Namespace) -> int:
-    verifiers = load_verifiers(args.public_key)
+    verifiers = trusted_keys(args)
     proof = decode_document(_read_text(args.receipt, "receipt"), ReceiptProof, where=args.receipt)
     result = verify_receipt_proof(proof, verifiers, manifest=_file_chunks(args.manifest))
     r = result.receipt
@@ -134,12 +162,10 @@ def cmd_verify_receipt(args: argparse.Namespace) -> int:
 
 
 def cmd_verify_consistency(args: argparse.Namespace) -> int:
-    verifiers = load_verifiers(args.public_key) if args.public_key else None
+    verifiers = trusted_keys(args)
     old = _checkpoint_text(args.old_checkpoint, "old checkpoint")
     new = _checkpoint_text(args.new_checkpoint, "new checkpoint")
     proof = decode_document(_read_text(args.proof, "proof"), ConsistencyProof, where=args.proof)
-    if verifiers is None:
-        print("warning: no --public-key given; checkpoint signatures were NOT checked", file=sys.stderr)
     a, b = verify_consistency_proof(old, new, proof, verifiers)
     print(f"consistent: the tree of size {b.size} extends the tree of size {a.size}")
     print(f"old: {_describe(a)}\nnew: {_describe(b)}")
@@ -147,7 +173,7 @@ def cmd_verify_consistency(args: argparse.Namespace) -> int:
 
 
 def cmd_verify_bundle(args: argparse.Namespace) -> int:
-    verifiers = load_verifiers(args.public_key)
+    verifiers = trusted_keys(args)
     olds = [
         read_checkpoint(_checkpoint_text(p, "checkpoint"), verifiers, where=f"checkpoint {p}")
         for p in args.checkpoint or []
@@ -185,17 +211,22 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[Any, argpar
 
 def add_commands(sub: Any) -> None:
     """Register the offline commands on the `ledger` argument parser."""
-    key_help = "trusted verifier key <name>+<id>+<key>, or a file of them (repeatable)"
+    key_help = (
+        "trusted verifier key <name>+<id>+<key>, or a file of them (repeatable); required unless --no-signature-check"
+    )
+    skip_help = "check everything but the checkpoint signatures (which then prove nothing), and say so"
 
     p = sub.add_parser("verify-proof", help="check an entry proof (GET /audit/proofs/entries/ID) offline")
     p.add_argument("file")
-    p.add_argument("--public-key", action="append", required=True, help=key_help)
+    p.add_argument("--public-key", action="append", help=key_help)
+    p.add_argument("--no-signature-check", action="store_true", help=skip_help)
     p.set_defaults(func=_guarded(cmd_verify_proof), offline=True)
 
     p = sub.add_parser("verify-receipt", help="check that a manifest file is the one a receipt records")
     p.add_argument("receipt")
     p.add_argument("manifest")
-    p.add_argument("--public-key", action="append", required=True, help=key_help)
+    p.add_argument("--public-key", action="append", help=key_help)
+    p.add_argument("--no-signature-check", action="store_true", help=skip_help)
     p.set_defaults(func=_guarded(cmd_verify_receipt), offline=True)
 
     p = sub.add_parser("verify-consistency", help="check that a newer checkpoint extends an older one")
@@ -203,11 +234,13 @@ def add_commands(sub: Any) -> None:
     p.add_argument("new_checkpoint")
     p.add_argument("proof")
     p.add_argument("--public-key", action="append", help=key_help)
+    p.add_argument("--no-signature-check", action="store_true", help=skip_help)
     p.set_defaults(func=_guarded(cmd_verify_consistency), offline=True)
 
     p = sub.add_parser("verify-bundle", help="check an export bundle (GET /audit/export) offline")
     p.add_argument("bundle")
-    p.add_argument("--public-key", action="append", required=True, help=key_help)
+    p.add_argument("--public-key", action="append", help=key_help)
+    p.add_argument("--no-signature-check", action="store_true", help=skip_help)
     p.add_argument(
         "--checkpoint", action="append", help="an earlier checkpoint the bundle must be consistent with (repeatable)"
     )

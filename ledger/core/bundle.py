@@ -182,8 +182,9 @@ class _Receipt:
 class BundleVerifier:
     """Feed lines in order with ``feed``; ``finish`` returns the report or raises."""
 
-    def __init__(self, verifiers: Iterable[Verifier], *, old_checkpoints: Sequence[Checkpoint] = ()) -> None:
-        self._verifiers = list(verifiers)
+    def __init__(self, verifiers: Iterable[Verifier] | None, *, old_checkpoints: Sequence[Checkpoint] = ()) -> None:
+        # None: signatures are not checked (the caller says so to the user); roots still are.
+        self._verifiers = None if verifiers is None else list(verifiers)
         self._old = sorted(old_checkpoints, key=lambda c: c.size)
         self._start: BundleStart | None = None
         self._tree = CompactRange()
@@ -539,7 +540,7 @@ class BundleVerifier:
 
 
 def verify_bundle(
-    lines: Iterable[bytes], verifiers: Iterable[Verifier], *, old_checkpoints: Sequence[Checkpoint] = ()
+    lines: Iterable[bytes], verifiers: Iterable[Verifier] | None, *, old_checkpoints: Sequence[Checkpoint] = ()
 ) -> BundleReport:
     verifier = BundleVerifier(verifiers, old_checkpoints=old_checkpoints)
     for raw in lines:
@@ -549,7 +550,11 @@ def verify_bundle(
 
 
 def verify_bundle_file(
-    f: BinaryIO, verifiers: Iterable[Verifier], *, old_checkpoints: Sequence[Checkpoint] = (), block: int = 1 << 22
+    f: BinaryIO,
+    verifiers: Iterable[Verifier] | None,
+    *,
+    old_checkpoints: Sequence[Checkpoint] = (),
+    block: int = 1 << 22,
 ) -> BundleReport:
     """The same checks on a file read in large blocks of whole lines."""
     verifier = BundleVerifier(verifiers, old_checkpoints=old_checkpoints)

@@ -74,6 +74,10 @@ tokens = Table(
     Column("label", Text),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("revoked_at", DateTime(timezone=True)),
+    # None: never expires. Set from LEDGER_TOKEN_TTL_DAYS or `token create --expires-in`.
+    Column("expires_at", DateTime(timezone=True)),
+    # When the token last authenticated a request, to the minute (updated at most once a minute).
+    Column("last_used_at", DateTime(timezone=True)),
     CheckConstraint(_in("role", ROLES), name="tokens_role_check"),
 )
 

@@ -16,12 +16,13 @@ class ManifestError(Exception):
 
 
 class MultipartError(Exception):
-    """The upload request itself is malformed."""
+    """The upload request itself is malformed; ``field`` names the form field at fault."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.field = field
 
 
 class UploadTooLarge(MultipartError):

@@ -1,7 +1,10 @@
 """The error report: one CSV line per broken rule, then the row's original cells.
 
-Spreadsheet-safe (OWASP CSV injection): a cell that starts with ``=``, ``+``, ``-``, ``@``,
-TAB or CR is prefixed with a single quote, so no spreadsheet evaluates it. The text starts
+Spreadsheet-safe (OWASP CSV injection): a cell is prefixed with a single quote, so no
+spreadsheet evaluates it, when it starts with TAB or CR, or when its first character after any
+leading whitespace (spaces, TAB, CR, LF, ideographic spaces…) is ``=``, ``+``, ``-`` or ``@``
+or a compatibility form of one (full-width ``＝ ＋ － ＠``, the small forms): spreadsheets skip
+that whitespace and fold those forms before deciding a cell is a formula. The text starts
 with a UTF-8 BOM because Excel only detects UTF-8 in a CSV by its BOM.
 """
 
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import unicodedata
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -16,7 +20,8 @@ import msgspec
 
 __all__ = ["ErrorReportRow", "iter_errors_csv", "neutralise_cell"]
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_CONTROL_START = ("\t", "\r")
+_FORMULA_CHARS = frozenset("=+-@")
 _LINES_PER_CHUNK = 500
 
 
@@ -26,8 +31,15 @@ class ErrorReportRow(msgspec.Struct, frozen=True):
     cells: list[str]
 
 
+def _is_formula(value: str) -> bool:
+    if value.startswith(_CONTROL_START):
+        return True
+    rest = value.lstrip()
+    return bool(rest) and unicodedata.normalize("NFKC", rest[0]) in _FORMULA_CHARS
+
+
 def neutralise_cell(value: str) -> str:
-    return "'" + value if value.startswith(_FORMULA_START) else value
+    return "'" + value if _is_formula(value) else value
 
 
 def _line(writer: Any, buffer: io.StringIO, cells: Sequence[str]) -> None:

@@ -6,6 +6,8 @@ __all__ = [
     "cell_chars_max",
     "field_bytes_max",
     "form_field_bytes_max",
+    "form_fields_bytes_max",
+    "form_fields_max",
     "manifest_rows_max",
     "quarantined_cell_chars_max",
     "row_cells_max",
@@ -25,7 +27,11 @@ row_cells_max = 1_000
 manifest_rows_max = 10_000_000
 # What a quarantined row keeps of each original cell.
 quarantined_cell_chars_max = 4_096
+# The form fields of an upload other than its file (policy, lab, dry_run, encoding, sheet):
+# each, how many, and all of them together. Each is held in memory while the body arrives.
 form_field_bytes_max = 65_536
+form_fields_max = 20
+form_fields_bytes_max = 256 * 1024
 sniff_bytes = 65_536
 
 # An XLSX is a zip: its parts are inflated (and the sheet held by calamine) before a row is

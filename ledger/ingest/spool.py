@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import re
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,15 +14,28 @@ from typing import BinaryIO
 
 import msgspec
 from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
 from ledger.ingest.errors import MultipartError, UploadTooLarge
-from ledger.ingest.limits import form_field_bytes_max
+from ledger.ingest.limits import form_field_bytes_max, form_fields_bytes_max, form_fields_max
 
 __all__ = ["MultipartUpload", "SpoolResult", "receive_multipart"]
 
 FILE_FIELD = "file"
 _WRITE_BYTES = 1 << 20
+# A spooled manifest is readable by the service's user alone.
+SPOOL_FILE_MODE = 0o600
+# NUL and the other C0 controls (tab aside) and DEL: never in a filename or a text field.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _check_text(value: str, field: str) -> None:
+    if _CONTROL.search(value):
+        raise MultipartError(
+            "invalid_field",
+            f"{field} must not contain NUL or other control characters (tab aside)",
+            field=field,
+        )
 
 
 class SpoolResult(msgspec.Struct, frozen=True):
@@ -53,6 +68,8 @@ class _Receiver:
         self._headers: dict[str, bytes] = {}
         self._part: str | None = None
         self._value = bytearray()
+        self._fields_count = 0
+        self._fields_bytes = 0
         self.failure: MultipartError | None = None
 
     def callbacks(self) -> dict[str, object]:
@@ -79,14 +96,22 @@ class _Receiver:
     def _headers_finished(self) -> None:
         _, params = parse_options_header(self._headers.get("content-disposition", b""))
         name = params.get(b"name", b"").decode("utf-8", "replace")
+        _check_text(name, "a form field's name")
         self._part = name
         if name == FILE_FIELD:
             if self._out is not None:
                 raise MultipartError("bad_multipart", "send exactly one 'file' part")
             raw = params.get(b"filename")
+            if raw is not None:
+                _check_text(raw.decode("utf-8", "replace"), "filename")
             self.filename = None if raw is None else Path(raw.decode("utf-8", "replace")).name[:255]
             self.path = self.dest_dir / f"upload-{secrets.token_hex(12)}.part"
-            self._out = self.path.open("wb")
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, SPOOL_FILE_MODE)
+            self._out = os.fdopen(fd, "wb")
+        else:
+            self._fields_count += 1
+            if self._fields_count > form_fields_max:
+                raise MultipartError("bad_multipart", f"the form has more than {form_fields_max} fields besides 'file'")
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self._part == FILE_FIELD:
@@ -100,9 +125,16 @@ class _Receiver:
                 self._flush()
         else:
             self._value += data[start:end]
+            self._fields_bytes += end - start
             if len(self._value) > form_field_bytes_max:
                 raise MultipartError(
-                    "bad_multipart", f"form field {self._part!r} is longer than {form_field_bytes_max} bytes"
+                    "bad_multipart",
+                    f"form field {self._part!r} is longer than {form_field_bytes_max} bytes",
+                    field=self._part,
+                )
+            if self._fields_bytes > form_fields_bytes_max:
+                raise MultipartError(
+                    "bad_multipart", f"the form fields besides 'file' hold more than {form_fields_bytes_max} bytes"
                 )
 
     def _part_end(self) -> None:
@@ -110,9 +142,13 @@ class _Receiver:
             self._flush()
         elif self._part:
             try:
-                self.fields[self._part] = self._value.decode("utf-8")
+                value = self._value.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise MultipartError("bad_multipart", f"form field {self._part!r} is not UTF-8 text") from exc
+                raise MultipartError(
+                    "bad_multipart", f"form field {self._part!r} is not UTF-8 text", field=self._part
+                ) from exc
+            _check_text(value, self._part)
+            self.fields[self._part] = value
 
     def _flush(self) -> None:
         if self._buffer and self._out is not None:
@@ -147,6 +183,12 @@ async def receive_multipart(
             parser.write(chunk)
         parser.finalize()
         receiver.close()
+        if parser.state != MultipartState.END:
+            # A body cut short (the client died, a proxy gave up) would otherwise be imported
+            # as though the part of the file that arrived were the whole of it.
+            raise MultipartError(
+                "bad_multipart", "the multipart body ended before its closing boundary; send the whole body"
+            )
     except MultipartParseError as exc:
         receiver.discard()
         raise MultipartError("bad_multipart", f"the multipart body is malformed: {exc}") from exc

@@ -38,6 +38,7 @@ from ledger.ingest.formats import ReadOptions, open_manifest
 from ledger.ingest.limits import manifest_rows_max
 from ledger.ingest.staged_rows import STAGING_COLUMNS, StagedRow, stage_chunk
 from ledger.ingest.staging_processes import StagedChunk, StageJob, staged_chunks
+from ledger.jobs import spool_janitor
 from ledger.jobs.retry import RetryPolicy, RetryRequested, is_transient
 from ledger.logs import get_logger
 
@@ -194,8 +195,11 @@ async def run_import_job(
             log.exception("import_job_crashed", stage="pipeline", task_id=str(import_id))
             with suppress(Exception):
                 await imports_db.mark_failed(pool, import_id, {"code": "internal", "message": "import failed"})
-            return
-        await _retry_later(pool, import_id, exc, retry)
+        else:
+            await _retry_later(pool, import_id, exc, retry)  # raises RetryRequested unless it gave up
+    # Its upload goes once the import has ended (a retry or a hand-back re-reads it, and leaves
+    # above by raising); spool_janitor checks the status again.
+    await spool_janitor.after_import(pool, settings, import_id)
 
 
 async def _retry_later(pool: asyncpg.Pool[Any], import_id: uuid.UUID, exc: Exception, retry: RetryPolicy) -> None:

@@ -31,6 +31,7 @@ from ledger.db import imports as imports_db
 from ledger.db import projection, workers
 from ledger.db.job_queue import IMPORT_ENTRYPOINT
 from ledger.db.pool import connect, create_pool
+from ledger.jobs import spool_janitor
 from ledger.jobs.import_job import run_import_job
 from ledger.jobs.retry import RetryPolicy, RetryRequested
 from ledger.logs import get_logger
@@ -107,7 +108,11 @@ class Worker:
         self.registered.set()
         async with pool.acquire() as c:
             await decisions.sweep_finished(c)
-        background = [asyncio.create_task(_projector(pool, wanted)), asyncio.create_task(self._beat(pool, conn))]
+        background = [
+            asyncio.create_task(_projector(pool, wanted)),
+            asyncio.create_task(self._beat(pool, conn)),
+            asyncio.create_task(spool_janitor.run_janitor(pool, self.settings)),
+        ]
         log.info("worker_started", stage="worker", worker_id=str(self.id), pid=os.getpid())
         heartbeat = timedelta(seconds=timeout)
         try:

@@ -8,10 +8,11 @@ from collections.abc import Sequence
 import msgspec
 
 from ledger.core import roles
+from ledger.core.policy.rules import echo
 from ledger.db import imports as imports_db
 from ledger.db.pool import Executor
 from ledger.db.tokens import find_token
-from ledger.errors import Forbidden, InvalidRequest, NotFound
+from ledger.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 
 __all__ = [
     "Principal",
@@ -19,6 +20,7 @@ __all__ = [
     "readable_import",
     "require_lab",
     "require_role",
+    "sees_lab",
     "submission_lab",
     "visible_labs",
 ]
@@ -30,10 +32,17 @@ class Principal(msgspec.Struct, frozen=True):
     labs: tuple[str, ...]
 
 
-async def principal_of(conn: Executor, token: str) -> Principal | None:
-    """Who a bearer token speaks for; None for an unknown or revoked token."""
-    row = await find_token(conn, token)
-    return None if row is None else Principal(token_id=row.id, role=row.role, labs=row.labs)
+async def principal_of(conn: Executor, token: str) -> Principal:
+    """Who a bearer token speaks for (one statement, which also records the token's use).
+    Unauthorized ``token_expired`` for an expired token, ``unauthorized`` for an unknown or
+    revoked one (the two are not told apart: a revoked token's holder learns nothing more)."""
+    found = await find_token(conn, token)
+    if found is None:
+        raise Unauthorized("unauthorized", "the token is not valid (unknown or revoked)")
+    if found.expired:
+        raise Unauthorized("token_expired", "the token has expired; ask an admin for a new one")
+    row = found.row
+    return Principal(token_id=row.id, role=row.role, labs=row.labs)
 
 
 def require_role(principal: Principal, allowed: Sequence[str]) -> None:
@@ -47,10 +56,16 @@ def visible_labs(principal: Principal) -> tuple[str, ...] | None:
     return principal.labs if principal.role == roles.LAB_MANAGER else None
 
 
-def require_lab(principal: Principal, lab: str) -> None:
+def sees_lab(principal: Principal, lab: str) -> bool:
     labs = visible_labs(principal)
-    if labs is not None and lab not in labs:
-        raise Forbidden(f"you do not act for lab {lab!r}")
+    return labs is None or lab in labs
+
+
+def require_lab(principal: Principal, lab: str) -> None:
+    """For a lab the caller names itself (a submission's): 403, which reveals nothing it did not
+    send. Records found by id use sees_lab and answer like an unknown id instead."""
+    if not sees_lab(principal, lab):
+        raise Forbidden(f"you do not act for lab {echo(lab)}")
 
 
 def submission_lab(principal: Principal, requested: str | None) -> str:
@@ -64,14 +79,14 @@ def submission_lab(principal: Principal, requested: str | None) -> str:
 
 
 async def readable_import(conn: Executor, principal: Principal, task_id: str) -> imports_db.ImportRecord:
-    """The import ``task_id`` names, if the principal may read it: 404 for an id that is not one,
-    for no such import, and 403 for another lab's."""
+    """The import ``task_id`` names, if the principal may read it. An id that is not one, no
+    such import and another lab's import all answer the same 404: nothing tells them apart."""
+    missing = NotFound("not_found", f"no import {echo(task_id)}")
     try:
         import_id = uuid.UUID(task_id)
     except ValueError:
-        raise NotFound("not_found", f"no import {task_id!r}") from None
+        raise missing from None
     record = await imports_db.get_import(conn, import_id)
-    if record is None:
-        raise NotFound("not_found", f"no import {task_id!r}")
-    require_lab(principal, record.lab)
+    if record is None or not sees_lab(principal, record.lab):
+        raise missing
     return record

@@ -45,6 +45,7 @@ __all__ = [
     "submit",
 ]
 
+SPOOL_DIR_MODE = 0o700
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}
 _OUTCOMES = ("committed", "duplicate", "quarantined")
@@ -169,14 +170,16 @@ async def submit(
 
 async def _spool(body: AsyncIterator[bytes], content_type: str, settings: Settings) -> MultipartUpload:
     """Receive the multipart body into the spool, translating what can go wrong."""
-    settings.spool_dir.mkdir(parents=True, exist_ok=True)
     try:
+        _spool_dir(settings)
         return await receive_multipart(body, content_type, settings.spool_dir, max_bytes=settings.upload_bytes_max)
     except UploadTooLarge as exc:
         raise PayloadTooLarge(
             "upload_too_large", f"the upload is larger than the limit of {settings.upload_bytes_max} bytes"
         ) from exc
     except MultipartError as exc:
+        if exc.field is not None:
+            raise InvalidRequest(exc.code, exc.message, field=exc.field) from exc
         raise InvalidRequest(exc.code, exc.message) from exc
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -184,6 +187,13 @@ async def _spool(body: AsyncIterator[bytes], content_type: str, settings: Settin
                 "spool_full", "the server has no room left to store the upload; try again later or tell its operator"
             ) from exc
         raise
+
+
+def _spool_dir(settings: Settings) -> None:
+    """The spool, readable by the service's user alone (uploaded manifests are lab data)."""
+    settings.spool_dir.mkdir(mode=SPOOL_DIR_MODE, parents=True, exist_ok=True)
+    if settings.spool_dir.stat().st_mode & 0o777 != SPOOL_DIR_MODE:
+        settings.spool_dir.chmod(SPOOL_DIR_MODE)
 
 
 def _new_record(

@@ -1,4 +1,5 @@
-"""401 without a valid token, 403 for a wrong role or lab, JSON bodies with a stable code."""
+"""401 without a valid token, 403 for a wrong role or a lab the caller names, 404 for another
+lab's record (as for an unknown one), JSON bodies with a stable code."""
 
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ async def test_lab_managers_see_only_their_labs(api: Api) -> None:
     theirs = await api.run(manifest(GOOD.replace("EQ-0001", "EQ-0002")), role="manager2")
     for path in ("", "/rows", "/errors"):
         denied = await api.get(f"/imports/{theirs['task_id']}{path}", role="manager")
-        assert denied.status_code == 403, path
+        assert denied.status_code == 404 and denied.json()["code"] == "not_found", path
         assert (await api.get(f"/imports/{mine['task_id']}{path}", role="manager")).status_code == 200
     assets = (await api.get("/assets", role="manager")).json()["items"]
     assert [a["asset_id"] for a in assets] == ["EQ-0001"]

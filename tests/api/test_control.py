@@ -55,7 +55,7 @@ async def test_a_queued_import_can_be_cancelled_once(api: Api, inline_worker: bo
     again = await api.client.delete(f"/imports/{task_id}", headers=api.auth("manager"))
     assert again.status_code == 409 and again.json()["code"] == "already_finished"
     other_lab = await api.client.delete(f"/imports/{task_id}", headers=api.auth("manager2"))
-    assert other_lab.status_code == 403
+    assert other_lab.status_code == 404 and other_lab.json()["code"] == "not_found"
     auditor = await api.client.delete(f"/imports/{task_id}", headers=api.auth("auditor"))
     assert auditor.status_code == 403
 

@@ -109,7 +109,7 @@ async def test_checkpoint_on_demand_and_errors(api: Api) -> None:
     no_receipt = await api.get(f"/imports/{dry['task_id']}/receipt", role="manager")
     assert no_receipt.status_code == 404 and no_receipt.json()["code"] == "no_receipt"
     other_lab = await api.run(rows("BIO", 2), role="manager2")
-    assert (await api.get(f"/imports/{other_lab['task_id']}/receipt", role="manager")).status_code == 403
+    assert (await api.get(f"/imports/{other_lab['task_id']}/receipt", role="manager")).status_code == 404
 
 
 async def _rewrite_history(db: Any, asset_id: str, old: bytes, new: bytes) -> None:

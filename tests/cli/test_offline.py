@@ -118,7 +118,9 @@ def test_offline_commands_exit_1_naming_the_failed_check(files: dict[str, Path],
     tampered.write_bytes(files["manifest"].read_bytes() + b"extra row\n")
     bad = _offline("verify-receipt", str(files["receipt"]), str(tampered), "--public-key", KEY)
     assert bad.returncode == 1 and "manifest_sha256 failed at task" in bad.stderr
-    bad = _offline("verify-consistency", str(files["new"]), str(files["old"]), str(files["consistency"]))
+    bad = _offline(
+        "verify-consistency", str(files["new"]), str(files["old"]), str(files["consistency"]), "--public-key", KEY
+    )
     assert bad.returncode == 1 and "proof_sizes failed" in bad.stderr
     lines = files["bundle"].read_bytes().splitlines(keepends=True)
     cut = tmp_path / "cut.jsonl"

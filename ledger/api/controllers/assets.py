@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from litestar import Controller, get
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery
 
 from ledger.api.guards import readers
+from ledger.api.inputs import Count, PathText, QueryText, check_cursor
 from ledger.api.state import AppState
 from ledger.services import assets as service
 from ledger.services.access import Principal
@@ -24,13 +24,14 @@ class AssetsController(Controller):
         self,
         ledger: NamedDependency[AppState],
         principal: NamedDependency[Principal],
-        grant_code: FromQuery[str | None] = None,
-        category: FromQuery[str | None] = None,
-        location: FromQuery[str | None] = None,
-        lab: FromQuery[str | None] = None,
-        limit: FromQuery[int] = 100,
-        cursor: FromQuery[str | None] = None,
+        grant_code: QueryText = None,
+        category: QueryText = None,
+        location: QueryText = None,
+        lab: QueryText = None,
+        limit: Count = 100,
+        cursor: QueryText = None,
     ) -> service.AssetsPage:
+        check_cursor("cursor", cursor)
         return await service.list_assets(
             ledger.db,
             principal,
@@ -45,9 +46,9 @@ class AssetsController(Controller):
     @get("/{asset_id:str}/history", summary="Every revision of an asset, with batch and leaf hash")
     async def history(
         self,
-        asset_id: FromPath[str],
+        asset_id: PathText,
         ledger: NamedDependency[AppState],
         principal: NamedDependency[Principal],
-        grant_code: FromQuery[str | None] = None,
+        grant_code: QueryText = None,
     ) -> service.AssetHistory:
         return await service.asset_history(ledger.db, principal, asset_id, grant_code)

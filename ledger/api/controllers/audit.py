@@ -6,10 +6,11 @@ from typing import Annotated
 
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import QueryParameter
 from litestar.response import Stream
 
 from ledger.api.guards import admins, auditors
+from ledger.api.inputs import INT64_MAX, Count, OptionalCount, PathId
 from ledger.api.state import AppState
 from ledger.core.proofs import ConsistencyProof, EntryProof
 from ledger.core.verify import VerifyReport
@@ -19,7 +20,7 @@ from ledger.services.audit_trail import StoredCheckpoint
 
 __all__ = ["AuditController"]
 
-FromSize = Annotated[int, QueryParameter(name="from", ge=0)]
+FromSize = Annotated[int, QueryParameter(name="from", ge=0, le=INT64_MAX)]
 
 
 class AuditController(Controller):
@@ -49,8 +50,8 @@ class AuditController(Controller):
         self,
         ledger: NamedDependency[AppState],
         from_: FromSize = 0,
-        to: FromQuery[int | None] = None,
-        limit: FromQuery[int] = 100,
+        to: OptionalCount = None,
+        limit: Count = 100,
     ) -> list[StoredCheckpoint]:
         return await service.list_checkpoints(ledger.db, from_, to, limit)
 
@@ -63,15 +64,15 @@ class AuditController(Controller):
         summary="Inclusion proof of one ledger entry in a signed checkpoint",
         guards=[auditors],
     )
-    async def entry_proof(self, entry_id: FromPath[int], ledger: NamedDependency[AppState]) -> EntryProof:
+    async def entry_proof(self, entry_id: PathId, ledger: NamedDependency[AppState]) -> EntryProof:
         return await service.entry_proof(ledger.db, ledger.signing, entry_id)
 
     @get("/proofs/consistency", summary="Consistency proof between two tree sizes", guards=[auditors])
     async def consistency(
         self,
         ledger: NamedDependency[AppState],
-        from_: Annotated[int, QueryParameter(name="from")],
-        to: FromQuery[int | None] = None,
+        from_: FromSize,
+        to: OptionalCount = None,
     ) -> ConsistencyProof:
         return await service.consistency_proof(ledger.db, ledger.signing, from_, to)
 
@@ -80,7 +81,7 @@ class AuditController(Controller):
         self,
         ledger: NamedDependency[AppState],
         from_: FromSize = 0,
-        to: FromQuery[int | None] = None,
+        to: OptionalCount = None,
     ) -> Stream:
         lines = await service.export_bundle(ledger.db, ledger.signing, from_, to)
         return Stream(

@@ -9,10 +9,11 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, HeaderParameter
+from litestar.params import HeaderParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage, Stream
 
 from ledger.api.guards import readers, submitters
+from ledger.api.inputs import Count, PathText, QueryText, check_cursor
 from ledger.api.state import AppState
 from ledger.core.proofs import ReceiptProof
 from ledger.services import audit_trail, quarantine
@@ -54,42 +55,43 @@ class ImportsController(Controller):
 
     @get("/{task_id:str}", summary="Status, counts and batches of one import")
     async def status(
-        self, task_id: FromPath[str], ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
+        self, task_id: PathText, ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
     ) -> service.ImportStatus:
         return await service.get_status(ledger.db, principal, task_id)
 
     @get("/{task_id:str}/rows", summary="The outcome of every row, paginated")
     async def rows(
         self,
-        task_id: FromPath[str],
+        task_id: PathText,
         ledger: NamedDependency[AppState],
         principal: NamedDependency[Principal],
-        outcome: FromQuery[str | None] = None,
-        limit: FromQuery[int] = 100,
-        cursor: FromQuery[str | None] = None,
+        outcome: QueryText = None,
+        limit: Count = 100,
+        cursor: QueryText = None,
     ) -> service.RowsPage:
+        check_cursor("cursor", cursor)
         return await service.list_rows(ledger.db, principal, task_id, outcome=outcome, limit=limit, cursor=cursor)
 
     @get("/{task_id:str}/errors", summary="CSV of every broken rule of every quarantined row")
     async def errors(
-        self, task_id: FromPath[str], ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
+        self, task_id: PathText, ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
     ) -> Stream:
         filename, chunks = await service.error_report(ledger.db, principal, task_id)
         return Stream(
             chunks,
-            media_type="text/csv; charset=utf-8",
+            media_type="text/csv",
             headers={"Content-Disposition": f'attachment; filename="{filename}"'},
         )
 
     @delete("/{task_id:str}", summary="Cancel a queued or running import", status_code=200, guards=[submitters])
     async def cancel(
-        self, task_id: FromPath[str], ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
+        self, task_id: PathText, ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
     ) -> service.ImportStatus:
         return await service.cancel(ledger.db, principal, task_id)
 
     @get("/{task_id:str}/events", summary="Server-Sent Events: progress at least once a second, then the outcome")
     async def events(
-        self, task_id: FromPath[str], ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
+        self, task_id: PathText, ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
     ) -> ServerSentEvent:
         stream = await service.events(ledger.db, principal, task_id)
 
@@ -101,12 +103,12 @@ class ImportsController(Controller):
 
     @get("/{task_id:str}/accounting", summary="Every row of the manifest by final disposition")
     async def accounting(
-        self, task_id: FromPath[str], ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
+        self, task_id: PathText, ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
     ) -> quarantine.Accounting:
         return await quarantine.accounting(ledger.db, principal, task_id)
 
     @get("/{task_id:str}/receipt", summary="The import's receipt with its inclusion in a signed checkpoint")
     async def receipt(
-        self, task_id: FromPath[str], ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
+        self, task_id: PathText, ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
     ) -> ReceiptProof:
         return await audit_trail.receipt_proof(ledger.db, ledger.signing, principal, task_id)

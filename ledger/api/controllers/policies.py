@@ -7,9 +7,9 @@ from typing import Any
 import msgspec
 from litestar import Controller, get
 from litestar.di import NamedDependency
-from litestar.params import FromPath
 
 from ledger.api.guards import readers
+from ledger.api.inputs import PathText
 from ledger.api.state import AppState
 from ledger.core.policy.registry import UnknownPolicy
 from ledger.errors import NotFound
@@ -42,7 +42,7 @@ class PoliciesController(Controller):
         return [PolicySummary(p.name, p.version, p.sha256, p.title) for p in ledger.policies.all()]
 
     @get("/{name:str}", summary="One policy's full descriptor")
-    async def get(self, name: FromPath[str], ledger: NamedDependency[AppState]) -> PolicyDetail:
+    async def get(self, name: PathText, ledger: NamedDependency[AppState]) -> PolicyDetail:
         try:
             p = ledger.policies.get(name)
         except UnknownPolicy as exc:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from litestar import Controller, get, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.params import JSONBody
 from litestar.response import Stream
 
 from ledger.api.guards import actors, readers
+from ledger.api.inputs import Count, PathText, QueryText, check_cursor, check_item_id, check_item_ids, json_body
 from ledger.api.state import AppState
 from ledger.services import quarantine as service
 from ledger.services.access import Principal
@@ -16,13 +17,13 @@ __all__ = ["QuarantineController"]
 
 
 def _filters(
-    status: FromQuery[str | None] = None,
-    reason: FromQuery[str | None] = None,
-    rule: FromQuery[str | None] = None,
-    field: FromQuery[str | None] = None,
-    lab: FromQuery[str | None] = None,
-    grant_code: FromQuery[str | None] = None,
-    task_id: FromQuery[str | None] = None,
+    status: QueryText = None,
+    reason: QueryText = None,
+    rule: QueryText = None,
+    field: QueryText = None,
+    lab: QueryText = None,
+    grant_code: QueryText = None,
+    task_id: QueryText = None,
 ) -> service.Query:
     """The filters the queue and its export share."""
     return service.Query(
@@ -42,9 +43,10 @@ class QuarantineController(Controller):
         ledger: NamedDependency[AppState],
         principal: NamedDependency[Principal],
         filters: NamedDependency[service.Query],
-        limit: FromQuery[int] = 50,
-        cursor: FromQuery[str | None] = None,
+        limit: Count = 50,
+        cursor: QueryText = None,
     ) -> service.Page:
+        check_cursor("cursor", cursor)
         return await service.list_items(ledger.db, ledger.policies, principal, filters, limit=limit, cursor=cursor)
 
     @get("/export.csv", summary="The filtered queue as CSV, formula cells neutralised")
@@ -66,16 +68,19 @@ class QuarantineController(Controller):
         summary="Dismiss or requeue many items (ids or a filter); per-item results",
         status_code=200,
         guards=[actors],
+        before_request=json_body,
     )
     async def bulk(
         self, data: JSONBody[service.BulkBody], ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
     ) -> service.BulkResult:
+        check_item_ids(data.ids)
         return await service.bulk(ledger.db, ledger.settings, ledger.policies, principal, data, signing=ledger.signing)
 
     @get("/{item_id:str}", summary="One item: original cells, broken rules, source import, history")
     async def show(
-        self, item_id: FromPath[str], ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
+        self, item_id: PathText, ledger: NamedDependency[AppState], principal: NamedDependency[Principal]
     ) -> service.ItemDetail:
+        check_item_id("item_id", item_id)
         return await service.get_item(ledger.db, ledger.policies, principal, item_id)
 
     @post(
@@ -83,24 +88,33 @@ class QuarantineController(Controller):
         summary="Correct the row and commit it to the ledger",
         status_code=200,
         guards=[actors],
+        before_request=json_body,
     )
     async def resubmit(
         self,
-        item_id: FromPath[str],
+        item_id: PathText,
         data: JSONBody[service.ResubmitBody],
         ledger: NamedDependency[AppState],
         principal: NamedDependency[Principal],
     ) -> service.ItemResult:
+        check_item_id("item_id", item_id)
         return await service.resubmit(
             ledger.db, ledger.settings, ledger.policies, principal, item_id, data, signing=ledger.signing
         )
 
-    @post("/{item_id:str}/dismiss", summary="Dismiss the row with a reason", status_code=200, guards=[actors])
+    @post(
+        "/{item_id:str}/dismiss",
+        summary="Dismiss the row with a reason",
+        status_code=200,
+        guards=[actors],
+        before_request=json_body,
+    )
     async def dismiss(
         self,
-        item_id: FromPath[str],
+        item_id: PathText,
         data: JSONBody[service.DismissBody],
         ledger: NamedDependency[AppState],
         principal: NamedDependency[Principal],
     ) -> service.ItemResult:
+        check_item_id("item_id", item_id)
         return await service.dismiss(ledger.db, ledger.settings, principal, item_id, data, signing=ledger.signing)

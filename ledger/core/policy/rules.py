@@ -18,7 +18,7 @@ from ledger.core.policy.checkdigits import CHECK_DIGITS
 from ledger.core.policy.descriptor import FieldSpec
 from ledger.core.policy.fastpath import FastPath, compile_fast_path
 
-__all__ = ["Binding", "Checker", "RowResult", "Violation", "compile_field"]
+__all__ = ["Binding", "Checker", "RowResult", "Violation", "compile_field", "echo"]
 
 Value = str | int
 Problems = list[tuple[str, str]]
@@ -44,6 +44,9 @@ class RowResult(msgspec.Struct, frozen=True):
 
 def _echo(value: str) -> str:
     return repr(value if len(value) <= _ECHO_MAX else value[:_ECHO_MAX] + "…")
+
+
+echo = _echo  # for the other layers' messages: input quoted back the same bounded way
 
 
 def compile_field(spec: FieldSpec) -> Checker:

@@ -15,13 +15,14 @@ import msgspec
 
 from ledger.core.policy import ManifestRefused, normalise_header
 from ledger.core.policy.registry import PolicyRegistry, UnknownPolicy
+from ledger.core.policy.rules import echo
 from ledger.core.review import REASONS, STATUSES, PolicyRef, parse_review
 from ledger.db import quarantine as qdb
 from ledger.db.cursors import decode_cursor, encode_cursor
 from ledger.db.quarantine import ItemFilter, ItemKey, ItemRow
 from ledger.errors import InvalidRequest, NotFound
 from ledger.ingest.errors_csv import neutralise_cell
-from ledger.services.access import Principal, readable_import, require_lab, visible_labs
+from ledger.services.access import Principal, readable_import, sees_lab, visible_labs
 from ledger.services.limits import QUARANTINE_PAGE_MAX
 from ledger.services.quarantine.schemas import (
     Accounting,
@@ -159,12 +160,12 @@ async def list_items(
 
 
 async def readable_item(pool: asyncpg.Pool[Any], principal: Principal, raw_id: str) -> ItemRow:
-    """The item ``raw_id`` names, as it stands now, if it is in a lab the principal sees."""
+    """The item ``raw_id`` names, as it stands now, if it is in a lab the principal sees: another
+    lab's item answers exactly like an unknown one (404, same message)."""
     key = parse_item_id(raw_id)
     item = (await qdb.item_states(pool, [key])).get(key)
-    if item is None:
-        raise NotFound("not_found", f"no quarantine item {raw_id!r}")
-    require_lab(principal, item.lab)
+    if item is None or not sees_lab(principal, item.lab):
+        raise NotFound("not_found", f"no quarantine item {echo(raw_id)}")
     return item
 
 
