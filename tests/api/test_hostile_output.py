@@ -76,10 +76,11 @@ async def test_no_csv_export_carries_a_live_formula(api: Api) -> None:
             assert not any(_live_formula(cell) for cell in line), line
 
 
-async def test_the_errors_csv_names_its_charset_once(api: Api) -> None:
+async def test_the_csv_exports_name_their_charset_once(api: Api) -> None:
     task = (await api.run(_manifest(["x"])))["task_id"]
-    response = await api.get(f"/imports/{task}/errors", role="manager")
-    assert response.headers["content-type"] == "text/csv; charset=utf-8"
+    errors = await api.get(f"/imports/{task}/errors", role="manager")
+    export = await api.get("/quarantine/export.csv", role="officer", params={"task_id": task})
+    assert errors.headers["content-type"] == export.headers["content-type"] == "text/csv; charset=utf-8"
 
 
 @pytest.mark.parametrize(

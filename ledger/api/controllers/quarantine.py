@@ -59,7 +59,7 @@ class QuarantineController(Controller):
         filename, chunks = await service.export_csv(ledger.db, ledger.policies, principal, filters)
         return Stream(
             chunks,
-            media_type="text/csv; charset=utf-8",
+            media_type="text/csv",
             headers={"Content-Disposition": f'attachment; filename="{filename}"'},
         )
 
