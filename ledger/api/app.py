@@ -25,6 +25,7 @@ from ledger.api.deps import dependencies
 from ledger.api.errors import exception_handlers
 from ledger.api.headers import security_headers
 from ledger.api.inputs import validation_error
+from ledger.api.schema_pages import assets_router, render_plugins
 from ledger.api.state import AppState
 from ledger.config import Settings
 from ledger.core.policy.registry import PolicyRegistry
@@ -67,6 +68,7 @@ def create_app(
 
     return Litestar(
         route_handlers=[
+            assets_router(),
             HealthController,
             ImportsController,
             AssetsController,
@@ -82,6 +84,6 @@ def create_app(
         middleware=[DefineMiddleware(TokenAuthMiddleware, exclude=PUBLIC_PATHS)],
         lifespan=[lifespan],
         state=State({"ledger": state}),
-        openapi_config=OpenAPIConfig(title="ledger", version="0.1.0", path="/schema"),
+        openapi_config=OpenAPIConfig(title="ledger", version="0.1.0", path="/schema", render_plugins=render_plugins()),
         debug=False,
     )
