@@ -49,14 +49,16 @@ async def copy_chunk(conn: Conn, payload: bytes, columns: Sequence[str]) -> None
         done, _ = await asyncio.wait(
             [copy, lost], timeout=_COPY_SECONDS_MIN + 5.0 * len(payload) / 2**20, return_when=asyncio.FIRST_COMPLETED
         )
+        if copy in done:
+            copy.result()
+            return
     finally:
         conn.remove_termination_listener(terminated)
-    if copy in done:
-        copy.result()
-        return
-    copy.cancel()
-    # Not awaited outright: a COPY stuck on a dead connection may not even end on cancel.
-    await asyncio.wait([copy], timeout=2.0)
+        if not copy.done():
+            # Lost, timed out, or this task cancelled (a stopping worker): the COPY goes too.
+            # Not awaited outright: a COPY stuck on a dead connection may not end on cancel.
+            copy.cancel()
+            await asyncio.wait([copy], timeout=2.0)
     raise asyncpg.ConnectionDoesNotExistError("the connection was lost during the staging COPY")
 
 
