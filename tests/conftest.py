@@ -46,6 +46,9 @@ def template_db(pg_server: str) -> Iterator[str]:
     name = f"ledger_tpl_{uuid.uuid4().hex[:10]}"
     asyncio.run(_admin(pg_server, f'CREATE DATABASE "{name}"'))
     upgrade(_with_database(pg_server, name))
+    # The labs the tests' tokens and imports name (ledger.testing.TOKENS), registered as an
+    # admin would; tests of the registry itself use other names.
+    asyncio.run(_admin(_with_database(pg_server, name), "INSERT INTO labs (name) VALUES ('chem-lab'), ('bio-lab')"))
     yield name
     asyncio.run(_admin(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 

@@ -341,6 +341,7 @@ async def _one_run(paths: list[Path], rows: int, home: Path, *, together: bool =
         headers = {"Authorization": f"Bearer {token}"}
         async with httpx.AsyncClient(base_url=base, headers=headers, timeout=600) as client:
             await _wait_ready(client)
+            (await client.post("/labs", json={"name": "bench"})).raise_for_status()
             database_url, _handle = await asyncio.to_thread(
                 resolve_database, Settings.from_env(home=home), stop_on_exit=False
             )

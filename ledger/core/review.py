@@ -24,13 +24,14 @@ __all__ = [
     "ItemRef",
     "PolicyRef",
     "Review",
+    "Transfer",
     "parse_review",
     "review_record",
 ]
 
 STATUSES = frozenset({"open", "resolved", "dismissed"})
-REASONS = frozenset({"schema_violation", "duplicate_key_in_manifest", "conflict", "transient_failure"})
-ACTIONS = frozenset({"resubmit", "requeue", "dismiss", "conflict", "failed"})
+REASONS = frozenset({"schema_violation", "duplicate_key_in_manifest", "other_lab", "conflict", "transient_failure"})
+ACTIONS = frozenset({"resubmit", "requeue", "dismiss", "conflict", "failed", "transfer"})
 CORRECTION_OUTCOMES = frozenset({"committed", "duplicate", "conflict", "failed"})
 
 # What each action leaves behind: the item's status, and which correction outcomes it may carry
@@ -41,6 +42,7 @@ _RULES: dict[str, tuple[str, frozenset[str] | None]] = {
     "dismiss": ("dismissed", None),
     "conflict": ("open", frozenset({"conflict"})),
     "failed": ("open", frozenset({"failed"})),
+    "transfer": ("resolved", frozenset({"committed"})),
 }
 
 
@@ -69,7 +71,16 @@ class Correction(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ledger_hash: str | None
 
 
-class Review(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Transfer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Who held the asset key before a transfer, and who holds it after (document revision 3)."""
+
+    from_lab: str
+    to_lab: str
+
+
+# omit_defaults: ``transfer`` is a member of transfer entries only, so every entry of the
+# other actions keeps exactly the v1 members (and the bytes it had).
+class Review(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     v: int
     type: str
     item: ItemRef
@@ -83,6 +94,7 @@ class Review(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     policy: PolicyRef | None
     correction: Correction | None
     error: str | None
+    transfer: Transfer | None = None
 
 
 def _is_hex64(value: str | None) -> bool:
@@ -105,6 +117,7 @@ def check_review(review: Review) -> None:
         raise LedgerFormatError("a conflict entry has reason conflict")
     if review.action == "failed" and review.reason != "transient_failure":
         raise LedgerFormatError("a failed entry has reason transient_failure")
+    _check_transfer(review)
     if review.item.row < 1:
         raise LedgerFormatError("item rows count from 1")
     if outcomes is None:
@@ -128,6 +141,22 @@ def check_review(review: Review) -> None:
         raise LedgerFormatError("an error code is recorded for failed entries only")
 
 
+def _check_transfer(review: Review) -> None:
+    """A transfer names both labs, says why, and supersedes the other lab's latest revision."""
+    t = review.transfer
+    if (t is not None) != (review.action == "transfer"):
+        raise LedgerFormatError("a transfer member is carried by transfer entries only, and always by them")
+    if t is None:
+        return
+    if not t.from_lab or not t.to_lab or t.from_lab == t.to_lab:
+        raise LedgerFormatError("a transfer moves an asset key between two different, named labs")
+    if not (review.note or "").strip():
+        raise LedgerFormatError("a transfer needs a non-empty note (why)")
+    c = review.correction
+    if c is None or c.ledger_hash is None or c.ledger_hash == c.record_hash:
+        raise LedgerFormatError("a transfer names the revision of the lab that held the key")
+
+
 def review_record(
     *,
     task_id: str,
@@ -142,8 +171,10 @@ def review_record(
     policy: PolicyRef | None = None,
     correction: Correction | None = None,
     error: str | None = None,
+    transfer: Transfer | None = None,
 ) -> bytes:
-    """The canonical bytes of one review entry; every member is always present (null if unused)."""
+    """The canonical bytes of one review entry; every v1 member is always present (null if
+    unused), and ``transfer`` in transfer entries only."""
     review = Review(
         v=FORMAT_VERSION,
         type="review",
@@ -158,6 +189,7 @@ def review_record(
         policy=policy,
         correction=correction,
         error=error,
+        transfer=transfer,
     )
     check_review(review)
     return encode(msgspec.to_builtins(review))

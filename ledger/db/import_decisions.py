@@ -23,6 +23,7 @@ from ledger.db.head import head_seq
 from ledger.db.pool import Conn, Executor
 
 __all__ = [
+    "ACCEPTED_DECISIONS",
     "QUARANTINED",
     "SET_BASED_ROWS_MIN",
     "WORK_MEM",
@@ -43,15 +44,23 @@ SET_BASED_ROWS_MIN = 10_000
 # Per sort or hash; one import's keys and hashes fit (1M rows ~ 100 MB).
 WORK_MEM = "256MB"
 
-# One statement decides every valid row: a key seen with two contents in the manifest is a
-# conflict (all its rows quarantined); content equal to the ledger's latest revision is a
+# What a valid row may become: committed or duplicate (accepted), or quarantined for its key
+# (the reasons below). Every statement that tells them apart uses these.
+ACCEPTED_DECISIONS = "decision IN ('commit', 'duplicate')"
+
+# One statement decides every valid row: a key whose latest revision belongs to another lab is
+# that lab's (all its rows quarantined, ``other_lab``: an asset key belongs to the lab that
+# committed it, until an officer transfers it); a key seen with two contents in the manifest is
+# a conflict (all its rows quarantined); content equal to the ledger's latest revision is a
 # duplicate; otherwise the key's first row commits and later identical rows are duplicates.
 # The latest revision is the projection's, or a newer one committed in a batch the projection
 # has not applied yet (ledger.db.projection). Committed rows are numbered in row order (ord):
 # that numbering places each entry in its batch.
 _DECIDE = f"""
 INSERT INTO import_decisions (import_id, row_no, asset_id, grant_code, leaf_hash, decision, revision, ord)
-WITH valid AS (
+WITH lab AS (
+    SELECT lab FROM imports WHERE id = $1
+), valid AS (
     SELECT row_no, asset_id, grant_code, leaf_hash FROM import_staging
     WHERE import_id = $1 AND errors IS NULL
 ), contents AS (
@@ -66,11 +75,12 @@ WITH valid AS (
 ), pending AS ({projection.PENDING_LATEST}
 ), decided AS (
     SELECT v.row_no, v.asset_id, v.grant_code, v.leaf_hash,
-           CASE WHEN k.conflict THEN 'conflict'
+           CASE WHEN l.lab <> (SELECT lab FROM lab) THEN 'other_lab'
+                WHEN k.conflict THEN 'conflict'
                 WHEN l.leaf_hash = v.leaf_hash THEN 'duplicate'
                 WHEN v.row_no = k.first_row THEN 'commit'
                 ELSE 'duplicate' END AS decision,
-           CASE WHEN k.conflict THEN NULL
+           CASE WHEN l.lab <> (SELECT lab FROM lab) OR k.conflict THEN NULL
                 WHEN l.leaf_hash = v.leaf_hash THEN l.revision
                 ELSE coalesce(l.revision, 0) + 1 END AS revision
     FROM valid v
@@ -79,7 +89,8 @@ WITH valid AS (
     LEFT JOIN pending p ON p.asset_id = v.asset_id AND p.grant_code = v.grant_code
     CROSS JOIN LATERAL (
         SELECT CASE WHEN p.revision > coalesce(a.revision, 0) THEN p.revision ELSE a.revision END AS revision,
-               CASE WHEN p.revision > coalesce(a.revision, 0) THEN p.leaf_hash ELSE a.leaf_hash END AS leaf_hash
+               CASE WHEN p.revision > coalesce(a.revision, 0) THEN p.leaf_hash ELSE a.leaf_hash END AS leaf_hash,
+               CASE WHEN p.revision > coalesce(a.revision, 0) THEN p.lab ELSE a.lab END AS lab
     ) l
 )
 SELECT $1, row_no, asset_id, grant_code, leaf_hash, decision, revision,
@@ -128,6 +139,17 @@ SELECT s.row_no, s.asset_id, s.grant_code,
 FROM import_decisions d
 JOIN import_staging s ON s.import_id = $1 AND s.row_no = d.row_no
 WHERE d.import_id = $1 AND d.decision = 'conflict'
+UNION ALL
+SELECT s.row_no, s.asset_id, s.grant_code,
+       jsonb_build_array(jsonb_build_object(
+           'field', 'asset_id',
+           'rule', 'other_lab',
+           'message', format('asset_id %s with grant_code %s is registered to another lab; '
+                             'a compliance officer may transfer it to this lab', s.asset_id, s.grant_code))),
+       convert_from(s.cells, 'UTF8')::jsonb
+FROM import_decisions d
+JOIN import_staging s ON s.import_id = $1 AND s.row_no = d.row_no
+WHERE d.import_id = $1 AND d.decision = 'other_lab'
 """
 
 

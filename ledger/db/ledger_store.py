@@ -110,7 +110,7 @@ _INSERT_ACCEPTED_ROWS = f"""
 INSERT INTO import_rows (import_id, row_no, outcome, asset_id, grant_code, revision, record_hash)
 SELECT $1, row_no, {_ACCEPTED_OUTCOME}, asset_id, grant_code, revision, leaf_hash
 FROM import_decisions
-WHERE import_id = $1 AND decision <> 'conflict'
+WHERE import_id = $1 AND {decisions.ACCEPTED_DECISIONS}
 """
 
 _INSERT_QUARANTINED_ROWS = f"""
@@ -124,7 +124,7 @@ FROM ({decisions.QUARANTINED}) q
 # outcomes.ACCEPTED_TEMPLATE (the same template the verifier re-encodes them with).
 _ACCEPTED_IN_ORDER = f"""
 SELECT row_no, decision = 'commit', leaf_hash, {accepted_leaf_sql(_ACCEPTED_OUTCOME, "leaf_hash", "row_no")}
-FROM import_decisions WHERE import_id = $1 AND decision <> 'conflict' ORDER BY row_no
+FROM import_decisions WHERE import_id = $1 AND {decisions.ACCEPTED_DECISIONS} ORDER BY row_no
 """
 
 # Read from staging and the decisions, not from import_rows: the pass may run on a connection

@@ -37,11 +37,20 @@ ORDER BY asset_id, grant_code, revision DESC
 """
 
 
-# A CTE body: the latest revision of every key committed in a batch not yet projected.
-PENDING_LATEST = _latest_per_key(
-    "asset_id, grant_code, revision, leaf_hash, batch_seq",
-    "batch_seq > (SELECT applied_seq FROM assets_projection WHERE id = 1)",
-)
+# A CTE body: the latest revision of every key committed in a batch not yet projected, with
+# the lab it belongs to. Every asset entry names the import it came from (a correction, that of
+# its quarantined row), whose lab is the record's: a join on a primary key instead of parsing
+# each pending record.
+PENDING_LATEST = f"""
+SELECT l.asset_id, l.grant_code, l.revision, l.leaf_hash, l.batch_seq, i.lab
+FROM ({
+    _latest_per_key(
+        "asset_id, grant_code, revision, leaf_hash, batch_seq, import_id",
+        "batch_seq > (SELECT applied_seq FROM assets_projection WHERE id = 1)",
+    )
+}) l
+JOIN imports i ON i.id = l.import_id
+"""
 
 # The tail of every write into assets (this projector, and a correction in its own
 # transaction): a key only ever moves to a higher revision, so writes commute.

@@ -44,6 +44,7 @@ __all__ = [
     "import_rows",
     "import_staging",
     "imports",
+    "labs",
     "ledger_batches",
     "ledger_entries",
     "ledger_head",
@@ -51,6 +52,8 @@ __all__ = [
     "quarantine_reviews",
     "signing_keys",
     "tokens",
+    "tus_uploads",
+    "web_sessions",
     "workers",
 ]
 
@@ -81,12 +84,22 @@ tokens = Table(
     CheckConstraint(_in("role", ROLES), name="tokens_role_check"),
 )
 
+# The labs data may belong to (migration 0012): an admin registers each; tokens and imports
+# naming another are refused, so a lab is never a free-form string.
+labs = Table(
+    "labs",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("title", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
 imports = Table(
     "imports",
     metadata,
     Column("id", UUID(as_uuid=True), primary_key=True),
     Column("idempotency_key", Text, nullable=False),
-    Column("lab", Text, nullable=False),
+    Column("lab", Text, ForeignKey("labs.name", name="imports_lab_fkey"), nullable=False),
     Column("policy_name", Text, nullable=False),
     Column("policy_version", Text, nullable=False),
     Column("policy_sha256", Text, nullable=False),
@@ -129,6 +142,8 @@ imports = Table(
     UniqueConstraint("lab", "idempotency_key", name="imports_lab_idempotency_key"),
 )
 Index("imports_lab_created_idx", imports.c.lab, imports.c.created_at)
+# The order of GET /imports for callers who see every lab (migration 0014).
+Index("imports_created_idx", imports.c.created_at, imports.c.id)
 
 # The workers alive now: each beats every third of the heartbeat timeout and deletes its row
 # when it stops cleanly, so readiness and `ledger status` need no process table of their own.
@@ -324,7 +339,8 @@ quarantine_reviews = Table(
     Column("record_hash", LargeBinary),
     Column("leaf_hash", LargeBinary, nullable=False),
     CheckConstraint(
-        "action IN ('resubmit', 'requeue', 'dismiss', 'conflict', 'failed')", name="quarantine_reviews_action_check"
+        "action IN ('resubmit', 'requeue', 'dismiss', 'conflict', 'failed', 'transfer')",
+        name="quarantine_reviews_action_check",
     ),
     CheckConstraint("status IN ('open', 'resolved', 'dismissed')", name="quarantine_reviews_status_check"),
 )
@@ -376,6 +392,50 @@ checkpoints = Table(
     ),
 )
 Index("checkpoints_size_idx", checkpoints.c.tree_size, checkpoints.c.id)
+
+# Resumable (tus) uploads under way (migration 0013): the offset and the owner live here, not
+# beside the spooled file, so any API process can serve an upload's next request. An upload
+# that completes names its import (later HEADs answer with it) until it expires.
+tus_uploads = Table(
+    "tus_uploads",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("token_id", UUID(as_uuid=True), ForeignKey("tokens.id", name="tus_uploads_token_fkey"), nullable=False),
+    Column("lab", Text, ForeignKey("labs.name", name="tus_uploads_lab_fkey"), nullable=False),
+    Column("length", BigInteger, nullable=False),
+    Column("received", BigInteger, nullable=False, server_default=text("0")),
+    # The Upload-Metadata header as sent, and the submission's fields decoded from it.
+    Column("metadata", Text, nullable=False, server_default=text("''")),
+    Column("fields", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("filename", Text),
+    Column("idempotency_key", Text),
+    Column("spool_path", Text, nullable=False),
+    Column("import_id", UUID(as_uuid=True), ForeignKey("imports.id", name="tus_uploads_import_fkey")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("received >= 0 AND received <= length", name="tus_uploads_received_check"),
+)
+Index("tus_uploads_expires_idx", tus_uploads.c.expires_at)
+
+# Signed-in browsers (ledger.web, migration 0014): the SHA-256 of the session's secret (the
+# cookie holds the secret), the token it signed in with, checked on every request so that a
+# revoked or expired token ends its sessions, and when the session itself expires.
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("secret_hash", LargeBinary, nullable=False, unique=True),
+    Column(
+        "token_id",
+        UUID(as_uuid=True),
+        ForeignKey("tokens.id", name="web_sessions_token_fkey", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+Index("web_sessions_token_idx", web_sessions.c.token_id)
+Index("web_sessions_expires_idx", web_sessions.c.expires_at)
 
 APPEND_ONLY_TABLES = (
     "ledger_batches",

@@ -14,6 +14,7 @@ from ledger.db import tokens as tokens_db
 from ledger.db.pool import Conn, Executor
 from ledger.db.tokens import TokenInfo
 from ledger.errors import Conflict, InvalidRequest, NotFound
+from ledger.services.labs import require_known
 
 __all__ = ["CreateBody", "CreatedToken", "TokenInfo", "check_grant", "create", "list_all", "revoke", "rotate"]
 
@@ -72,6 +73,7 @@ async def create(
     conn: Executor, *, role: str, labs: Sequence[str], label: str | None, expires_in_days: int | None
 ) -> CreatedToken:
     checked = check_grant(role, labs, expires_in_days, label)
+    await require_known(conn, checked)
     token, row = await tokens_db.create_token(
         conn, role=role, labs=checked, label=label, expires_in_days=expires_in_days
     )

@@ -20,6 +20,7 @@ from ledger.config import Settings
 from ledger.core import roles
 from ledger.core.policy.registry import PolicyRegistry
 from ledger.db import import_statuses
+from ledger.db.labs import add_lab
 from ledger.db.pool import Executor, connect
 from ledger.db.tokens import create_token
 from ledger.jobs.worker import running_worker
@@ -45,7 +46,9 @@ def manifest(*rows: str, header: str = HEADER) -> bytes:
 
 
 async def create_tokens(conn: Executor) -> dict[str, str]:
-    """A bearer token for each of TOKENS, by name."""
+    """A bearer token for each of TOKENS, by name, the labs they name registered first."""
+    for lab in sorted({lab for _, labs in TOKENS.values() for lab in labs}):
+        await add_lab(conn, lab, None)
     return {name: (await create_token(conn, role=role, labs=labs))[0] for name, (role, labs) in TOKENS.items()}
 
 

@@ -14,6 +14,7 @@ from ledger.config import Settings
 from ledger.core.policy.registry import PolicyRegistry
 from ledger.db import imports as imports_db
 from ledger.db.job_queue import enqueue_import
+from ledger.db.labs import add_lab
 from ledger.db.pool import Conn
 from ledger.testing.checkout import POLICIES_DIR
 
@@ -61,6 +62,7 @@ async def create_import(conn: Conn, path: Path, policies: PolicyRegistry, *, enq
         finished_at=None,
     )
     async with conn.transaction():
+        await add_lab(conn, record.lab, None)
         assert await imports_db.insert_import(conn, record, None)
         if enqueue:
             await enqueue_import(conn, task_id)

@@ -1,4 +1,5 @@
-"""`ledger token create|list|revoke|rotate`, run in-process against a real database."""
+"""`ledger token create|list|revoke|rotate` and `ledger lab add|list`, run in-process against a
+real database."""
 
 from __future__ import annotations
 
@@ -142,3 +143,34 @@ async def test_serve_mints_an_admin_only_on_an_empty_tokens_table(
     assert await _first_admin_token(cli_env) is None
     assert "ledger token create --role admin" in capsys.readouterr().err
     assert len(await listed()) == 1
+
+
+# ---------------------------------------------------------------- `ledger lab`
+
+
+async def test_lab_add_registers_once_and_list_shows_it(cli_env: str) -> None:
+    added = await ledger("lab", "add", "phys-lab", "--title", "Physics")
+    assert added.code == 0, added.err
+    assert "registered lab phys-lab" in added.out
+    again = await ledger("lab", "add", "phys-lab")
+    assert again.code == 1 and "registered already" in again.err
+    listed = await ledger("lab", "list", "--json")
+    assert listed.code == 0
+    labs = {lab["name"]: lab["title"] for lab in json.loads(listed.out)}
+    assert labs["phys-lab"] == "Physics"
+    table = await ledger("lab", "list")
+    assert any(line.startswith("phys-lab") and line.endswith("Physics") for line in table.out.splitlines())
+
+
+async def test_lab_add_refuses_a_name_that_is_not_one(cli_env: str) -> None:
+    for name in ("' OR 1=1 --", ".x", "a b"):
+        ran = await ledger("lab", "add", name)
+        assert ran.code == 2 and "not a lab name" in ran.err, (name, ran)
+
+
+async def test_token_create_refuses_an_unknown_lab_until_it_is_registered(cli_env: str) -> None:
+    refused = await ledger("token", "create", "--role", "lab_manager", "--lab", "geo-lab")
+    assert refused.code == 2 and "not registered" in refused.err and refused.out == ""
+    assert (await ledger("lab", "add", "geo-lab")).code == 0
+    made = await ledger("token", "create", "--role", "lab_manager", "--lab", "geo-lab")
+    assert made.code == 0 and made.last_line.startswith("ldg_")

@@ -181,13 +181,15 @@ REVIEW_TABLE = {  # action: (status, correction outcomes or None for no correcti
     "dismiss": ("dismissed", None),
     "conflict": ("open", {"conflict"}),
     "failed": ("open", {"failed"}),
+    "transfer": ("resolved", {"committed"}),  # revision 3
 }
-REASONS = {"schema_violation", "duplicate_key_in_manifest", "conflict", "transient_failure"}
+REASONS = {"schema_violation", "duplicate_key_in_manifest", "other_lab", "conflict", "transient_failure"}
 
 
 def review_object(i: dict[str, Any]) -> dict[str, Any]:
     return {
         **{k: i[k] for k in REVIEW_MEMBERS - {"item"}},
+        **({"transfer": i["transfer"]} if "transfer" in i else {}),
         "item": {"row": i["row"], "task_id": i["task_id"]},
         "type": "review",
         "v": 1,
@@ -203,7 +205,22 @@ def review_valid(data: bytes) -> bool:
         r = json.loads(data)
     except ValueError:
         return False
-    if not isinstance(r, dict) or set(r) != REVIEW_MEMBERS | {"type", "v"} or canon(r) != data:
+    if not isinstance(r, dict) or canon(r) != data:
+        return False
+    # Revision 3: a transfer entry has one member more, naming the two labs; no other has it.
+    transfer = r.get("transfer")
+    if set(r) != REVIEW_MEMBERS | {"type", "v"} | ({"transfer"} if r.get("action") == "transfer" else set()):
+        return False
+    if r["action"] == "transfer" and not (
+        isinstance(transfer, dict)
+        and set(transfer) == {"from_lab", "to_lab"}
+        and all(isinstance(transfer[k], str) and transfer[k] for k in ("from_lab", "to_lab"))
+        and transfer["from_lab"] != transfer["to_lab"]
+        and isinstance(r["note"], str)
+        and r["note"].strip()
+        and isinstance(r["correction"], dict)
+        and r["correction"].get("ledger_hash") not in (None, r["correction"].get("record_hash"))
+    ):
         return False
     if r["type"] != "review" or r["v"] != 1 or r["action"] not in REVIEW_TABLE or r["reason"] not in REASONS:
         return False
@@ -273,3 +290,55 @@ def test_chain_with_reviews_verifies() -> None:
 def test_review_tampering_is_found_where_the_vectors_say(vector: dict[str, Any]) -> None:
     want = vector["want_failure"]
     assert verify(vector["batches"]) == (want["batch_seq"], want["entry"], want["reason"])
+
+
+def test_transfer_records() -> None:
+    for vector in load("transfer.json")["records"]:
+        data = canon(review_object(vector["input"]))
+        assert data.hex() == vector["canonical_hex"], vector["name"]
+        assert leaf(data).hex() == vector["leaf_hash"] and review_valid(data)
+
+
+def test_chain_with_a_transfer_verifies() -> None:
+    assert verify(load("transfer.json")["ledger"]) is None
+
+
+@pytest.mark.parametrize("vector", load("transfer.json")["tampered"], ids=lambda v: v["name"])
+def test_transfer_tampering_is_found_where_the_vectors_say(vector: dict[str, Any]) -> None:
+    want = vector["want_failure"]
+    assert verify(vector["batches"]) == (want["batch_seq"], want["entry"], want["reason"])
+
+
+# Revision 4: a bundle's batches fail §6.1 exactly where a bundle verifier says (bundles.json).
+
+
+def batches_of_bundle(lines: list[str]) -> list[dict[str, Any]]:
+    batches: list[dict[str, Any]] = []
+    for line in map(json.loads, lines):
+        if line["type"] == "batch":
+            batches.append(
+                {"header": line["header"], "chain_hash": line["chain_hash"], "entries": [], "outcomes_hex": []}
+            )
+        elif line["type"] == "outcome":
+            batches[-1]["outcomes_hex"].append(line["outcome"].encode().hex())
+        elif line["type"] == "record":
+            record = line["record"].encode()
+            batches[-1]["entries"].append(
+                {"idx": line["idx"], "record_hex": record.hex(), "leaf_hash": leaf(record).hex()}
+            )
+    return batches
+
+
+@pytest.mark.parametrize(
+    "vector",
+    [
+        v
+        for v in load("bundles.json")["bundles"]
+        if v["want_error"]
+        and v["want_error"]["check"] in {"review_malformed", "review_correction_mismatch", "corrections_unaccounted"}
+    ],
+    ids=lambda v: v["name"],
+)
+def test_bundle_review_failures_are_the_chain_failures(vector: dict[str, Any]) -> None:
+    want = vector["want_error"]
+    assert verify(batches_of_bundle(vector["lines"])) == (want["batch_seq"], want["entry"], want["check"])

@@ -139,3 +139,32 @@ def test_generator_reproduces_the_review_vectors() -> None:
     from tests.vectors import generate
 
     assert generate.review_vectors() == load("review.json")
+
+
+# Transfers of an asset key between labs (document revision 3).
+
+
+@pytest.mark.parametrize("vector", load("transfer.json")["records"], ids=lambda v: v["name"])
+def test_transfer_records(vector: dict[str, Any]) -> None:
+    from tests.vectors.generate import review_bytes
+
+    data = review_bytes(vector["input"])
+    assert data.hex() == vector["canonical_hex"] and leaf_hash(data).hex() == vector["leaf_hash"]
+
+
+def test_transfer_chain_verifies() -> None:
+    report = verify_batches(to_stored(load("transfer.json")["ledger"]))
+    assert report.ok and report.batches_checked == 5
+
+
+@pytest.mark.parametrize("vector", load("transfer.json")["tampered"], ids=lambda v: v["name"])
+def test_tampered_transfer_chain_is_rejected_where_the_vector_says(vector: dict[str, Any]) -> None:
+    failure = verify_batches(to_stored(vector["batches"])).first_failure
+    assert failure is not None
+    assert {"batch_seq": failure.batch_seq, "entry": failure.entry, "reason": failure.reason} == vector["want_failure"]
+
+
+def test_generator_reproduces_the_transfer_vectors() -> None:
+    from tests.vectors import generate
+
+    assert generate.transfer_vectors() == load("transfer.json")

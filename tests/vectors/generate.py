@@ -453,6 +453,7 @@ def review_bytes(i: dict[str, Any]) -> bytes:
         policy=None if i["policy"] is None else review.PolicyRef(**i["policy"]),
         correction=None if i["correction"] is None else review.Correction(**i["correction"]),
         error=i["error"],
+        transfer=None if i.get("transfer") is None else review.Transfer(**i["transfer"]),
     )
 
 
@@ -466,6 +467,40 @@ def _relink(batches: list[dict[str, Any]]) -> None:
         b["header"].update(seq=seq, batch_hash=_hex(root(leaves)), records=len(leaves))
         prev = records.chain_hash(prev, records.encode_header(records.BatchHeader(**b["header"])))
         b["chain_hash"] = _hex(prev)
+
+
+def _unlinked_batch(kind: str, entries: list[bytes], when: str) -> dict[str, Any]:
+    """A batch without manifest or policy (corrections, reviews), its hashes left for _relink."""
+    return {
+        "header": {
+            "seq": 0,
+            "kind": kind,
+            "batch_hash": "",
+            "records": 0,
+            "manifest_sha256": None,
+            "policy_sha256": None,
+            "committed_at": when,
+        },
+        "chain_hash": "",
+        "entries": [{"idx": i, "record_hex": _hex(e), "leaf_hash": ""} for i, e in enumerate(entries)],
+        "outcomes_hex": None,
+    }
+
+
+def _tampered(ledger: list[dict[str, Any]], name: str, mutate: Any, *, relink: bool) -> dict[str, Any]:
+    """A copy of ``ledger`` changed by ``mutate`` (relinked as a forger would, if asked), with
+    the failure a verifier following §6 reports for it."""
+    batches = copy.deepcopy(ledger)
+    mutate(batches)
+    if relink:
+        _relink(batches)
+    failure = verify_batches(to_stored(batches)).first_failure
+    assert failure is not None, name
+    return {
+        "name": name,
+        "batches": batches,
+        "want_failure": {"batch_seq": failure.batch_seq, "entry": failure.entry, "reason": failure.reason},
+    }
 
 
 def review_vectors() -> dict[str, Any]:
@@ -487,43 +522,16 @@ def review_vectors() -> dict[str, Any]:
     ]
     ledger = _ledger()  # seq 1-3: an import
 
-    def batch(kind: str, entries: list[bytes], when: str) -> dict[str, Any]:
-        return {
-            "header": {
-                "seq": 0,
-                "kind": kind,
-                "batch_hash": "",
-                "records": 0,
-                "manifest_sha256": None,
-                "policy_sha256": None,
-                "committed_at": when,
-            },
-            "chain_hash": "",
-            "entries": [{"idx": i, "record_hex": _hex(e), "leaf_hash": ""} for i, e in enumerate(entries)],
-            "outcomes_hex": None,
-        }
-
-    ledger.append(batch("assets", [corrected], REVIEW_AT))  # seq 4: the correction
-    ledger.append(batch("review", [review_bytes(i) for i in inputs[:3]], REVIEW_AT))  # seq 5
-    ledger.append(batch("review", [review_bytes(i) for i in inputs[3:]], "2026-11-23T05:00:01.000000Z"))  # seq 6
+    later = "2026-11-23T05:00:01.000000Z"
+    ledger.append(_unlinked_batch("assets", [corrected], REVIEW_AT))  # seq 4: the correction
+    ledger.append(_unlinked_batch("review", [review_bytes(i) for i in inputs[:3]], REVIEW_AT))  # seq 5
+    ledger.append(_unlinked_batch("review", [review_bytes(i) for i in inputs[3:]], later))  # seq 6
     _relink(ledger)
     assert verify_batches(to_stored(ledger)).ok
     tampered: list[dict[str, Any]] = []
 
     def variant(name: str, mutate: Any, *, relink: bool = False) -> None:
-        batches = copy.deepcopy(ledger)
-        mutate(batches)
-        if relink:
-            _relink(batches)
-        failure = verify_batches(to_stored(batches)).first_failure
-        assert failure is not None, name
-        tampered.append(
-            {
-                "name": name,
-                "batches": batches,
-                "want_failure": {"batch_seq": failure.batch_seq, "entry": failure.entry, "reason": failure.reason},
-            }
-        )
+        tampered.append(_tampered(ledger, name, mutate, relink=relink))
 
     def edit_review(b: list[dict[str, Any]], position: int, **changes: Any) -> None:
         b[4]["entries"][position]["record_hex"] = _hex(review_bytes({**inputs[position], **changes}))
@@ -564,11 +572,100 @@ def review_vectors() -> dict[str, Any]:
     return {"records": out_records, "ledger": ledger, "tampered": tampered}
 
 
+# ---------------------------------------------------------------- transfers (revision 3)
+
+
+def transfer_vectors() -> dict[str, Any]:
+    """A transfer review entry (§4.4, document revision 3), and a ledger where an import of
+    chem-lab is followed by an officer's transfer of one of its keys to bio-lab: the corrected
+    record under bio-lab, then the review batch that decides it."""
+    ledger = _ledger()  # seq 1-3: an import of chem-lab
+    held = bytes.fromhex(ledger[0]["entries"][0]["record_hex"])
+    moved = json.loads(held)
+    moved["lab"] = "bio-lab"
+    moved["data"]["location"] = "BIO-110"
+    transferred = canonical.encode(moved)
+    base = {"task_id": REVIEW_TASK, "actor": REVIEW_ACTOR, "at": REVIEW_AT, "error": None}
+    entry = {
+        **base,
+        "row": 8,
+        "action": "transfer",
+        "status": "resolved",
+        "reason": "other_lab",
+        "note": "moved to the bio lab with its grant, March 2026",
+        "values": {"location": "BIO-110"},
+        "policy": REVIEW_POLICY,
+        "correction": {
+            "outcome": "committed",
+            "record_hash": _hex(leaf_hash(transferred)),
+            "ledger_hash": _hex(leaf_hash(held)),
+        },
+        "transfer": {"from_lab": "chem-lab", "to_lab": "bio-lab"},
+    }
+    dismissal = {
+        **base,
+        "row": 9,
+        "action": "dismiss",
+        "status": "dismissed",
+        "reason": "other_lab",
+        "note": "a typo of another lab's tag",
+        "values": None,
+        "policy": None,
+        "correction": None,
+    }
+    out_records = [
+        {"name": f"review {i['action']} ({i['reason']})", "input": i, "canonical_hex": _hex(review_bytes(i))}
+        for i in (entry, dismissal)
+    ]
+    for r in out_records:
+        r["leaf_hash"] = _hex(leaf_hash(bytes.fromhex(r["canonical_hex"])))
+
+    ledger.append(_unlinked_batch("assets", [transferred], REVIEW_AT))  # seq 4: the key, now bio-lab's
+    ledger.append(_unlinked_batch("review", [review_bytes(entry), review_bytes(dismissal)], REVIEW_AT))  # seq 5
+    _relink(ledger)
+    assert verify_batches(to_stored(ledger)).ok
+    tampered: list[dict[str, Any]] = []
+
+    def variant(name: str, mutate: Any, *, relink: bool = True) -> None:
+        tampered.append(_tampered(ledger, name, mutate, relink=relink))
+
+    def edit(position: int, change: Any) -> Any:
+        """Rewrite the review entry at ``position`` as JSON, canonically (no checks applied)."""
+
+        def mutate(b: list[dict[str, Any]]) -> None:
+            record = json.loads(bytes.fromhex(b[4]["entries"][position]["record_hex"]))
+            change(record)
+            b[4]["entries"][position]["record_hex"] = _hex(canonical.encode(record))
+
+        return mutate
+
+    def set_member(name: str, value: Any) -> Any:
+        return lambda r: r.__setitem__(name, value)
+
+    variant("transfer labs changed", edit(0, lambda r: r["transfer"].update(from_lab="phys-lab")), relink=False)
+    variant("relinked: transfer without its labs", edit(0, lambda r: r.pop("transfer")))
+    variant("relinked: transfer labs set to null", edit(0, set_member("transfer", None)))
+    variant(
+        "relinked: transfer to the lab that held the key", edit(0, lambda r: r["transfer"].update(to_lab="chem-lab"))
+    )
+    variant("relinked: transfer without a note", edit(0, set_member("note", "")))
+    variant(
+        "relinked: transfer that names no superseded revision",
+        edit(0, lambda r: r["correction"].update(ledger_hash=None)),
+    )
+    variant("relinked: transfer labs on a dismissal", edit(1, set_member("transfer", {"from_lab": "a", "to_lab": "b"})))
+    variant(
+        "relinked: transfer names another correction", edit(0, lambda r: r["correction"].update(record_hash="ab" * 32))
+    )
+    variant("relinked: unknown reason", edit(1, set_member("reason", "not_ours")))
+    return {"records": out_records, "ledger": ledger, "tampered": tampered}
+
+
 def main() -> None:
     import sys
 
     sys.path.insert(0, str(HERE.parents[1]))  # run as a script: make `tests` importable
-    from tests.vectors.audit_ledger import audit_vectors
+    from tests.vectors.audit_ledger import audit_vectors, bundle_vectors
 
     for name, data in [
         ("canonical.json", canonical_vectors()),
@@ -576,7 +673,9 @@ def main() -> None:
         ("merkle.json", merkle_vectors()),
         ("chain.json", chain_vectors()),
         ("review.json", review_vectors()),
+        ("transfer.json", transfer_vectors()),
         ("audit.json", audit_vectors()),
+        ("bundles.json", bundle_vectors()),
     ]:
         (HERE / name).write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         print(f"wrote {HERE / name}")

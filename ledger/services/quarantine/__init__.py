@@ -7,6 +7,10 @@ two officers acting at once exactly one wins and the other gets 409 with the cur
 
 Reasons (docs/ledger-format.md §4.4):
 - ``schema_violation`` / ``duplicate_key_in_manifest``: what the import found.
+- ``other_lab``: the row's asset key belongs to another lab (the lab of its latest revision).
+  A resubmit that would commit another lab's key is refused (409 ``other_lab``) and changes
+  nothing; an officer may ``transfer`` the key to the item's lab instead, with a note saying
+  why, which records who moved it from which lab to which on the ledger.
 - ``conflict``: a correction whose key was revised in the ledger after the row was quarantined,
   to different content. It is refused (409) unless the officer passes ``"supersede": true``;
   the refusal is recorded, so the queue shows the item as a conflict.
@@ -16,7 +20,7 @@ Reasons (docs/ledger-format.md §4.4):
 
 Modules: ``schemas`` (what callers send and get), ``reading`` (ids, filters, the queue, one item,
 accounting, export), ``corrections`` (validating a correction), ``linking`` (deciding under the
-head lock and linking entries onto the chain), ``decisions`` (resubmit, dismiss, bulk).
+head lock and linking entries onto the chain), ``decisions`` (resubmit, transfer, dismiss, bulk).
 The tunables live where they are read and are not re-exported here, so that there is one copy
 of each (``reading.PAGE_LIMIT_MAX``, ``decisions.BULK_ITEMS_MAX``,
 ``decisions.CORRECTION_LOCK_TIMEOUT_MS``).
@@ -24,8 +28,8 @@ of each (``reading.PAGE_LIMIT_MAX``, ``decisions.BULK_ITEMS_MAX``,
 
 from __future__ import annotations
 
-from ledger.services.quarantine.decisions import bulk, dismiss, resubmit
-from ledger.services.quarantine.reading import accounting, export_csv, get_item, list_items
+from ledger.services.quarantine.decisions import bulk, dismiss, resubmit, transfer
+from ledger.services.quarantine.reading import accounting, browse, export_csv, get_item, list_items
 from ledger.services.quarantine.schemas import (
     Accounting,
     BulkBody,
@@ -41,7 +45,9 @@ from ledger.services.quarantine.schemas import (
     ItemSummary,
     Page,
     Query,
+    QueueView,
     ResubmitBody,
+    TransferBody,
 )
 
 __all__ = [
@@ -59,12 +65,16 @@ __all__ = [
     "ItemSummary",
     "Page",
     "Query",
+    "QueueView",
     "ResubmitBody",
+    "TransferBody",
     "accounting",
+    "browse",
     "bulk",
     "dismiss",
     "export_csv",
     "get_item",
     "list_items",
     "resubmit",
+    "transfer",
 ]

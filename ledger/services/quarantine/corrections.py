@@ -24,7 +24,7 @@ class Attempt(msgspec.Struct, frozen=True, kw_only=True):
     """A validated correction, ready to be decided under the head lock."""
 
     key: ItemKey
-    action: str  # resubmit | requeue
+    action: str  # resubmit | requeue | transfer
     values: dict[str, str]
     note: str | None
     policy: PolicyRef
@@ -32,6 +32,8 @@ class Attempt(msgspec.Struct, frozen=True, kw_only=True):
     leaf: bytes
     asset_key: tuple[str, str]
     supersede: bool
+    # Move the key from the lab that holds it to the item's lab (an officer's transfer).
+    transfer: bool = False
 
 
 def _loaded(policies: PolicyRegistry, name: str) -> Policy:
@@ -111,6 +113,7 @@ def validate_correction(
     note: str | None,
     policy_choice: str | None,
     supersede: bool,
+    transfer: bool = False,
 ) -> Attempt:
     """The correction ``values`` of ``item``, merged and validated, ready to be decided."""
     policy = _policy_for(policies, item, policy_choice)
@@ -125,6 +128,7 @@ def validate_correction(
         leaf=leaf_hash(record),
         asset_key=asset_key,
         supersede=supersede,
+        transfer=transfer,
     )
 
 

@@ -27,9 +27,17 @@ from ledger.services.limits import BULK_ITEMS_MAX, NOTE_CHARS_MAX
 from ledger.services.quarantine.corrections import Attempt, replay_failed, validate_correction
 from ledger.services.quarantine.linking import Dismissal, Outcome, actionable, decide, not_open, record_failures
 from ledger.services.quarantine.reading import filter_for, item_id, parse_item_id, readable_item, summary
-from ledger.services.quarantine.schemas import BulkBody, BulkFilter, BulkResult, DismissBody, ItemResult, ResubmitBody
+from ledger.services.quarantine.schemas import (
+    BulkBody,
+    BulkFilter,
+    BulkResult,
+    DismissBody,
+    ItemResult,
+    ResubmitBody,
+    TransferBody,
+)
 
-__all__ = ["BULK_ITEMS_MAX", "CORRECTION_LOCK_TIMEOUT_MS", "bulk", "dismiss", "resubmit"]
+__all__ = ["BULK_ITEMS_MAX", "CORRECTION_LOCK_TIMEOUT_MS", "bulk", "dismiss", "resubmit", "transfer"]
 
 log = get_logger("ledger.quarantine")
 
@@ -147,6 +155,15 @@ def _result(outcome: Outcome) -> ItemResult:
     elif outcome.result == "transient_failure":
         code = "transient_failure"
         message = "the correction could not be committed for a transient database failure; it is recorded; requeue"
+    elif outcome.result == "other_lab":
+        code = "other_lab"
+        message = (
+            "the asset is registered to another lab; nothing was changed; a compliance officer may "
+            "transfer it to this item's lab (POST /quarantine/{id}/transfer with a note saying why)"
+        )
+    elif outcome.result == "not_other_lab":
+        code = "not_other_lab"
+        message = "the asset is not registered to another lab; nothing was changed; resubmit the row instead"
     return ItemResult(
         id=item_id(outcome.key),
         result=outcome.result,
@@ -174,6 +191,8 @@ def _single(outcome: Outcome) -> ItemResult:
         raise Conflict("revised_since", result.message or "", result=msgspec.to_builtins(result))
     if outcome.result == "transient_failure":
         raise Unavailable("transient_failure", result.message or "", result=msgspec.to_builtins(result))
+    if outcome.result in ("other_lab", "not_other_lab"):
+        raise Conflict(outcome.result, result.message or "", result=msgspec.to_builtins(result))
     return result
 
 
@@ -190,18 +209,78 @@ async def resubmit(
     *,
     signing: CheckpointSigning | None = None,
 ) -> ItemResult:
-    _check_note(body.note, required=False, what="note")
+    note = _check_note(body.note, required=False, what="note")
+    return await _correct(
+        pool,
+        settings,
+        policies,
+        principal,
+        raw_id,
+        _Correcting("resubmit", body.values, note, body.policy),
+        supersede=body.supersede,
+        signing=signing,
+    )
+
+
+async def transfer(
+    pool: asyncpg.Pool[Any],
+    settings: Settings,
+    policies: PolicyRegistry,
+    principal: Principal,
+    raw_id: str,
+    body: TransferBody,
+    *,
+    signing: CheckpointSigning | None = None,
+) -> ItemResult:
+    """Commit the row (with ``values`` merged in) as the next revision of an asset key another
+    lab holds, moving the key to the item's lab: an officer's decision on the ledger, saying who
+    moved it, from which lab, to which, and why."""
+    note = _check_note(body.note, required=True, what="note")
+    return await _correct(
+        pool,
+        settings,
+        policies,
+        principal,
+        raw_id,
+        _Correcting("transfer", body.values, note, body.policy),
+        supersede=True,
+        signing=signing,
+    )
+
+
+class _Correcting(msgspec.Struct, frozen=True):
+    """What an officer sent to correct one item: resubmit or transfer."""
+
+    action: str
+    values: dict[str, str]
+    note: str | None
+    policy: str | None
+
+
+async def _correct(
+    pool: asyncpg.Pool[Any],
+    settings: Settings,
+    policies: PolicyRegistry,
+    principal: Principal,
+    raw_id: str,
+    sent: _Correcting,
+    *,
+    supersede: bool,
+    signing: CheckpointSigning | None,
+) -> ItemResult:
+    """One item's correction, validated before the head lock and decided under it."""
     item = await readable_item(pool, principal, raw_id)
     if not actionable(item, requeue=False):
         _single(not_open(item))
     attempt = validate_correction(
         policies,
         item,
-        action="resubmit",
-        values=body.values,
-        note=body.note,
-        policy_choice=body.policy,
-        supersede=body.supersede,
+        action=sent.action,
+        values=sent.values,
+        note=sent.note,
+        policy_choice=sent.policy,
+        supersede=supersede,
+        transfer=sent.action == "transfer",
     )
     (outcome,) = await _run(pool, settings, principal, [attempt], [], requeue=False, signing=signing)
     return _single(outcome)

@@ -12,7 +12,7 @@ import msgspec
 from ledger.core.hashing import leaf_hash
 from ledger.core.merkle import root
 from ledger.core.records import format_time
-from ledger.core.review import Actor, Correction, review_record
+from ledger.core.review import Actor, Correction, Transfer, review_record
 from ledger.db import chain
 from ledger.db import quarantine as qdb
 from ledger.db.checkpoints import CheckpointSigning
@@ -76,6 +76,7 @@ def _review_bytes(
     attempt: Attempt | None = None,
     correction: Correction | None = None,
     error: str | None = None,
+    transfer: Transfer | None = None,
 ) -> bytes:
     return review_record(
         task_id=str(key.import_id),
@@ -90,6 +91,7 @@ def _review_bytes(
         policy=None if attempt is None else attempt.policy,
         correction=correction,
         error=error,
+        transfer=transfer,
     )
 
 
@@ -106,10 +108,22 @@ def _new_batch(kind: str, leaves: list[bytes]) -> chain.NewBatch:
 
 def _plan_correction(
     attempt: Attempt, item: ItemRow, latest: dict[tuple[str, str], qdb.AssetHead], actor: Actor, at: str
-) -> _Planned:
+) -> _Planned | Outcome:
     """A duplicate of the ledger's latest revision, a conflict with a revision made since the row
-    was quarantined (unless superseding), or a new revision; ``latest`` learns the new one."""
+    was quarantined (unless superseding), or a new revision; ``latest`` learns the new one.
+
+    An asset key belongs to the lab of its latest revision: a correction of another lab's key
+    is refused (an Outcome, no entry: nothing was decided) unless it is a transfer, and a
+    transfer of a key that is not another lab's is refused likewise."""
     current = latest.get(attempt.asset_key)
+    other_lab = current is not None and current.lab != item.lab
+    if other_lab != attempt.transfer:
+        return Outcome(
+            key=attempt.key,
+            result="other_lab" if other_lab else "not_other_lab",
+            status=item.status,
+            reason=item.reason,
+        )
     ledger_hash = None if current is None else current.leaf_hash.hex()
     revised_since = (
         current is not None
@@ -117,8 +131,15 @@ def _plan_correction(
         and current.batch_seq > item.receipt_seq
         and current.leaf_hash != attempt.leaf
     )
+    transfer = None
     revision = 0
-    if current is not None and current.leaf_hash == attempt.leaf:
+    if current is not None and other_lab:
+        # The officer moves the key, superseding whatever revision the other lab holds.
+        outcome, status, reason, action = "committed", "resolved", item.reason, "transfer"
+        transfer = Transfer(from_lab=current.lab, to_lab=item.lab)
+        revision = current.revision + 1
+        latest[attempt.asset_key] = qdb.AssetHead(revision, attempt.leaf, 1 << 62, item.lab)
+    elif current is not None and current.leaf_hash == attempt.leaf:
         outcome, status, reason, action = "duplicate", "resolved", item.reason, attempt.action
     elif revised_since and not attempt.supersede:
         outcome, status, reason, action = "conflict", "open", "conflict", "conflict"
@@ -126,7 +147,7 @@ def _plan_correction(
         outcome, status, reason, action = "committed", "resolved", item.reason, attempt.action
         revision = (0 if current is None else current.revision) + 1
         # Later attempts in this call see this revision, committed after every receipt.
-        latest[attempt.asset_key] = qdb.AssetHead(revision, attempt.leaf, 1 << 62)
+        latest[attempt.asset_key] = qdb.AssetHead(revision, attempt.leaf, 1 << 62, item.lab)
     record = _review_bytes(
         attempt.key,
         action=action,
@@ -137,6 +158,7 @@ def _plan_correction(
         note=attempt.note,
         attempt=attempt,
         correction=Correction(outcome=outcome, record_hash=attempt.leaf.hex(), ledger_hash=ledger_hash),
+        transfer=transfer,
     )
     return _Planned(
         key=attempt.key,
@@ -236,7 +258,11 @@ async def decide(
         for attempt in attempts:
             item = states[attempt.key]
             if actionable(item, requeue=requeue):
-                planned.append(_plan_correction(attempt, item, latest, actor, at))
+                plan = _plan_correction(attempt, item, latest, actor, at)
+                if isinstance(plan, Outcome):
+                    outcomes.append(plan)
+                else:
+                    planned.append(plan)
             else:
                 outcomes.append(not_open(item))
         for dismissal in dismissals:

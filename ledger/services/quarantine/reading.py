@@ -3,6 +3,7 @@ a manifest's accounting and the CSV export."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import uuid
@@ -18,7 +19,7 @@ from ledger.core.policy.registry import PolicyRegistry, UnknownPolicy
 from ledger.core.policy.rules import echo
 from ledger.core.review import REASONS, STATUSES, PolicyRef, parse_review
 from ledger.db import quarantine as qdb
-from ledger.db.cursors import decode_cursor, encode_cursor
+from ledger.db.cursors import decode_cursor, encode_cursor, invalid_cursor
 from ledger.db.quarantine import ItemFilter, ItemKey, ItemRow
 from ledger.errors import InvalidRequest, NotFound
 from ledger.ingest.errors_csv import neutralise_cell
@@ -33,11 +34,13 @@ from ledger.services.quarantine.schemas import (
     ItemSummary,
     Page,
     Query,
+    QueueView,
 )
 
 __all__ = [
     "PAGE_LIMIT_MAX",
     "accounting",
+    "browse",
     "export_csv",
     "filter_for",
     "get_item",
@@ -49,6 +52,8 @@ __all__ = [
 ]
 
 PAGE_LIMIT_MAX = QUARANTINE_PAGE_MAX
+# Rows are numbered in a BIGINT: an id past it names no item (and must not reach the database).
+_ROW_MAX = 2**63 - 1
 _EXPORT_COLUMNS = ["id", "task_id", "row", "lab", "filename", "status", "reason", "quarantined_at", "rules", "messages"]
 _EXPORT_LINES_PER_CHUNK = 500
 
@@ -68,7 +73,7 @@ def parse_item_id(raw: str) -> ItemKey:
         key = ItemKey(uuid.UUID(task), int(row))
     except ValueError:
         raise NotFound("not_found", f"no quarantine item {raw!r} (ids look like '<task_id>:<row>')") from None
-    if key.row < 1:
+    if not 1 <= key.row <= _ROW_MAX:
         raise NotFound("not_found", f"no quarantine item {raw!r}")
     return key
 
@@ -151,12 +156,75 @@ async def list_items(
     flt = filter_for(policies, principal, query)
     after = decode_cursor(cursor, tuple[datetime, uuid.UUID, int]) if cursor else None
     items = await qdb.list_items(pool, flt, after=after, limit=limit)
-    rules, fields = await qdb.facets(pool, flt)
+    counts = await qdb.counts(pool, flt)
     return Page(
         items=[summary(i) for i in items],
         next=_cursor(items[-1]) if len(items) == limit else None,
-        facets=Facets(rules=rules, fields=fields),
+        facets=Facets(rules=counts.rules, fields=counts.fields),
     )
+
+
+async def browse(
+    pool: asyncpg.Pool[Any],
+    policies: PolicyRegistry,
+    principal: Principal,
+    query: Query,
+    *,
+    limit: int,
+    after: str | None = None,
+    before: str | None = None,
+) -> QueueView:
+    """A page of the queue for someone paging through it both ways: the items after the cursor
+    ``after``, or those before the cursor ``before``, or the first; the cursors of the pages on
+    either side (None where there is none); how many items match; and how many would match
+    each rule and each field under the other filters."""
+    if not 1 <= limit <= PAGE_LIMIT_MAX:
+        raise InvalidRequest("invalid_limit", f"limit must be between 1 and {PAGE_LIMIT_MAX}")
+    if after is not None and before is not None:
+        raise InvalidRequest("invalid_cursor", "give a cursor to page forward or one to page back, not both")
+    flt = filter_for(policies, principal, query)
+    raw = after if after is not None else before
+    key = decode_cursor(raw, tuple[datetime, uuid.UUID, int]) if raw is not None else None
+    if key is not None and not 1 <= key[2] <= _ROW_MAX:
+        raise invalid_cursor()
+    # The page and the counts are independent statements: on two connections at once, a page
+    # of the queue takes the longer of the two rather than their sum.
+    (page, previous, following), counts = await asyncio.gather(
+        _page(pool, flt, limit=limit, key=key, backwards=before is not None),
+        # The choices of rule and field are counted without either, so that another rule can
+        # be picked straight away (counted with them, only the rules their items also break
+        # would be left to pick).
+        qdb.counts(pool, flt, choosing=True),
+    )
+    return QueueView(
+        items=[summary(i) for i in page],
+        next=_cursor(page[-1]) if page and following else None,
+        previous=previous,
+        matching=counts.matching,
+        choices=Facets(rules=counts.rules, fields=counts.fields),
+    )
+
+
+async def _page(
+    pool: asyncpg.Pool[Any],
+    flt: ItemFilter,
+    *,
+    limit: int,
+    key: tuple[datetime, uuid.UUID, int] | None,
+    backwards: bool,
+) -> tuple[list[ItemRow], str | None, bool]:
+    """The items of a page (after ``key``, or before it when ``backwards``), the cursor of the
+    page before it, and whether a page follows it."""
+    if backwards:
+        # One more than a page: whether there is a page before this one.
+        rows = await qdb.list_items(pool, flt, after=None, before=key, limit=limit + 1)
+        if len(rows) > limit:
+            # A page in the middle: items before it, and after it (where the caller came from).
+            return rows[1:], _cursor(rows[1]), True
+        key = None  # back at the start: the first page, full
+    rows = await qdb.list_items(pool, flt, after=key, limit=limit + 1)
+    page = rows[:limit]
+    return page, _cursor(page[0]) if key is not None and page else None, len(rows) > limit
 
 
 async def readable_item(pool: asyncpg.Pool[Any], principal: Principal, raw_id: str) -> ItemRow:
@@ -192,6 +260,7 @@ def _history_entry(seq: int, idx: int, record: bytes) -> HistoryEntry:
         policy=review.policy,
         correction=review.correction,
         error=review.error,
+        transfer=review.transfer,
     )
 
 

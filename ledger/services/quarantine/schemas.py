@@ -6,7 +6,7 @@ from datetime import datetime
 
 import msgspec
 
-from ledger.core.review import Actor, Correction, PolicyRef
+from ledger.core.review import Actor, Correction, PolicyRef, Transfer
 
 __all__ = [
     "Accounting",
@@ -23,7 +23,9 @@ __all__ = [
     "ItemSummary",
     "Page",
     "Query",
+    "QueueView",
     "ResubmitBody",
+    "TransferBody",
 ]
 
 
@@ -48,6 +50,15 @@ class ResubmitBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     policy: str | None = None
     # Commit even though the key was revised in the ledger since the row was quarantined.
     supersede: bool = False
+
+
+class TransferBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An officer's transfer of the item's asset key from the lab that holds it to the item's."""
+
+    # Why the key moves: required, and recorded on the ledger with the decision.
+    note: str
+    values: dict[str, str] = {}
+    policy: str | None = None
 
 
 class DismissBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -86,6 +97,19 @@ class Page(msgspec.Struct, frozen=True):
     facets: Facets
 
 
+class QueueView(msgspec.Struct, frozen=True):
+    """A page of the queue as the pages show it (ledger.web): the cursors of the pages on either
+    side, how many items the filter matches, and the facets of the filter without its rule and
+    field (the items of each rule and field under the other filters: what choosing it would
+    match)."""
+
+    items: list[ItemSummary]
+    next: str | None
+    previous: str | None
+    matching: int
+    choices: Facets
+
+
 class ImportRef(msgspec.Struct, frozen=True):
     task_id: str
     filename: str | None
@@ -108,6 +132,8 @@ class HistoryEntry(msgspec.Struct, frozen=True):
     policy: PolicyRef | None
     correction: Correction | None
     error: str | None
+    # Transfers only: the lab that held the asset key and the lab it moved to.
+    transfer: Transfer | None = None
 
 
 class ItemDetail(msgspec.Struct, frozen=True):
@@ -133,7 +159,9 @@ class EntryRef(msgspec.Struct, frozen=True):
 
 class ItemResult(msgspec.Struct, frozen=True, omit_defaults=True):
     id: str
-    result: str  # resolved | dismissed | conflict | transient_failure | skipped | not_found | invalid
+    # resolved | dismissed | conflict | transient_failure | other_lab | not_other_lab | skipped |
+    # not_found | invalid
+    result: str
     status: str | None = None
     reason: str | None = None
     code: str | None = None
