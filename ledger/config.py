@@ -9,7 +9,7 @@ from pathlib import Path
 import msgspec
 from msgspec import field
 
-__all__ = ["TOKEN_DAYS_MAX", "Settings", "parse_days"]
+__all__ = ["TOKEN_DAYS_MAX", "VARIABLES", "Settings", "parse_days"]
 
 # The longest token lifetime that may be asked for (about a century), so a date never overflows.
 TOKEN_DAYS_MAX = 36_500
@@ -54,6 +54,24 @@ _NUMBERS: tuple[tuple[str, str, type[int] | type[float]], ...] = (
     ("job_retry_max_seconds", "LEDGER_JOB_RETRY_MAX_SECONDS", float),
     ("spool_retention_seconds", "LEDGER_SPOOL_RETENTION_SECONDS", int),
     ("auth_failures_per_minute", "LEDGER_AUTH_FAILURES_PER_MINUTE", int),
+    ("body_idle_seconds", "LEDGER_BODY_IDLE_SECONDS", float),
+    ("body_min_bytes_per_second", "LEDGER_BODY_MIN_BYTES_PER_SECOND", int),
+    ("body_rate_grace_seconds", "LEDGER_BODY_RATE_GRACE_SECONDS", float),
+    ("uploads_per_token_max", "LEDGER_UPLOADS_PER_TOKEN_MAX", int),
+    ("upload_expiry_seconds", "LEDGER_UPLOAD_EXPIRY_SECONDS", int),
+    ("session_hours", "LEDGER_SESSION_HOURS", int),
+)
+
+# Every variable Settings.from_env reads (`ledger serve --help` names them all).
+VARIABLES: tuple[str, ...] = (
+    "LEDGER_DATABASE_URL",
+    "LEDGER_HOME",
+    "LEDGER_POLICIES_DIR",
+    "LEDGER_LOG_LEVEL",
+    "LEDGER_SIGNING_KEY_FILE",
+    "LEDGER_CHECKPOINT_ORIGIN",
+    "LEDGER_TOKEN_TTL_DAYS",
+    *(name for _, name, _ in _NUMBERS),
 )
 
 
@@ -100,6 +118,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Failed authentications (a token presented but unknown, revoked or expired) one client
     # address may make in a minute before it gets 429 until the minute is over, per API process.
     auth_failures_per_minute: int = 10
+    # A request body that sends nothing for body_idle_seconds, or, once body_rate_grace_seconds
+    # have been spent waiting for it, has averaged fewer than body_min_bytes_per_second (0: no
+    # minimum) is answered 408: a client trickling bytes holds a connection and a spool file.
+    body_idle_seconds: float = 30.0
+    body_min_bytes_per_second: int = 1024
+    body_rate_grace_seconds: float = 10.0
+    # Uploads (POST /imports bodies) one token may send at once, per API process.
+    uploads_per_token_max: int = 4
+    # A resumable (tus) upload that receives nothing for this long expires (410), and the worker's
+    # spool janitor deletes it; a completed one names its import for this long.
+    upload_expiry_seconds: int = 86_400
+    # How long a signed-in browser session (the pages under /ui/) lasts; the token it signed in
+    # with must stay valid too.
+    session_hours: int = 8
 
     @property
     def spool_dir(self) -> Path:
@@ -156,12 +188,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             (self.job_heartbeat_timeout_seconds, "LEDGER_JOB_HEARTBEAT_TIMEOUT"),
             (self.job_retry_attempts, "LEDGER_JOB_RETRY_ATTEMPTS"),
             (self.auth_failures_per_minute, "LEDGER_AUTH_FAILURES_PER_MINUTE"),
+            (self.uploads_per_token_max, "LEDGER_UPLOADS_PER_TOKEN_MAX"),
+            (self.upload_expiry_seconds, "LEDGER_UPLOAD_EXPIRY_SECONDS"),
+            (self.session_hours, "LEDGER_SESSION_HOURS"),
             (self.token_ttl_days or 1, "LEDGER_TOKEN_TTL_DAYS"),
         ):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
         if self.spool_retention_seconds < 0:
             raise ValueError(f"LEDGER_SPOOL_RETENTION_SECONDS must be 0 or more, got {self.spool_retention_seconds}")
+        if not self.body_idle_seconds > 0:
+            raise ValueError(f"LEDGER_BODY_IDLE_SECONDS must be more than 0, got {self.body_idle_seconds}")
+        if self.body_min_bytes_per_second < 0 or not self.body_rate_grace_seconds >= 0:
+            raise ValueError("LEDGER_BODY_MIN_BYTES_PER_SECOND and LEDGER_BODY_RATE_GRACE_SECONDS must be 0 or more")
         if self.workers < 0 or self.import_processes < 0:
             raise ValueError("LEDGER_WORKERS and LEDGER_IMPORT_PROCESSES must be 0 or more")
         if self.imports_queued_per_lab_max > self.imports_queued_max:

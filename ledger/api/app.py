@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -13,27 +14,36 @@ from litestar.exceptions import ValidationException
 from litestar.middleware.base import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
-from ledger.api.auth import PUBLIC_PATHS, TokenAuthMiddleware
+from ledger.api.access_log import AccessLog
+from ledger.api.auth import PUBLIC_PATHS, WEB_PATHS, TokenAuthMiddleware
 from ledger.api.controllers.assets import AssetsController
 from ledger.api.controllers.audit import AuditController
 from ledger.api.controllers.health import HealthController
 from ledger.api.controllers.imports import ImportsController
+from ledger.api.controllers.labs import LabsController
 from ledger.api.controllers.policies import PoliciesController
 from ledger.api.controllers.quarantine import QuarantineController
 from ledger.api.controllers.tokens import TokensController
+from ledger.api.controllers.tus import tus_resumable, tus_router
 from ledger.api.deps import dependencies
 from ledger.api.errors import exception_handlers
 from ledger.api.headers import security_headers
 from ledger.api.inputs import validation_error
+from ledger.api.openapi import document
 from ledger.api.schema_pages import assets_router, render_plugins
+from ledger.api.slow_bodies import BodyDeadlines
 from ledger.api.state import AppState
 from ledger.config import Settings
 from ledger.core.policy.registry import PolicyRegistry
 from ledger.db.checkpoints import register_key
 from ledger.db.pool import create_pool
+from ledger.logs import get_logger
 from ledger.services.signing import load_signing
+from ledger.web import template_config, web_handlers
 
 __all__ = ["create_app"]
+
+log = get_logger("ledger.api")
 
 
 def create_app(
@@ -62,28 +72,59 @@ def create_app(
             async with contextlib.AsyncExitStack() as stack:
                 for context in background:
                     await stack.enter_async_context(context())
-                yield
+                log.info("api_started", stage="api", pid=os.getpid())
+                try:
+                    yield
+                finally:
+                    log.info("api_stopping", stage="api", pid=os.getpid())
         finally:
             await state.pool.close()
+            log.info("api_stopped", stage="api", pid=os.getpid())
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             assets_router(),
             HealthController,
             ImportsController,
             AssetsController,
+            LabsController,
             AuditController,
             PoliciesController,
             QuarantineController,
             TokensController,
+            tus_router(),
+            # The pages under /ui/ (and GET / to them), out of the API's schema.
+            *web_handlers(),
         ],
         dependencies=dependencies,
         # Parameter validation names the parameter (ledger.api.inputs).
         exception_handlers={**exception_handlers, ValidationException: validation_error},
-        before_send=[security_headers],
-        middleware=[DefineMiddleware(TokenAuthMiddleware, exclude=PUBLIC_PATHS)],
+        before_send=[security_headers, tus_resumable],
+        # OPTIONS too (Litestar exempts it by default): its automatic handler runs the route's
+        # guards, which need the principal; and there is no CORS preflight to let through.
+        # The pages authenticate with their session themselves (a redirect to sign in, not a 401).
+        middleware=[
+            DefineMiddleware(TokenAuthMiddleware, exclude=[*PUBLIC_PATHS, *WEB_PATHS], exclude_http_methods=())
+        ],
+        template_config=template_config(),
         lifespan=[lifespan],
         state=State({"ledger": state}),
         openapi_config=OpenAPIConfig(title="ledger", version="0.1.0", path="/schema", render_plugins=render_plugins()),
         debug=False,
     )
+    document(app)  # our errors, the bearer scheme, the upload's form (ledger.api.openapi)
+    _wrap_outermost(app, settings)
+    return app
+
+
+def _wrap_outermost(app: Litestar, settings: Settings) -> None:
+    """The access log and the body deadlines around the whole app, routing included: Litestar's
+    own middleware runs per route, after routing, so it never sees a path no route has."""
+    templates: dict[str, str] = {}
+
+    def routes() -> dict[str, str]:
+        if not templates:  # built on first use, once every route is registered
+            templates.update({route.path_format: route.path for route in app.routes})
+        return templates
+
+    app.asgi_handler = AccessLog(BodyDeadlines(app.asgi_handler, settings), routes)

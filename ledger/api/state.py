@@ -6,6 +6,7 @@ from typing import Any
 
 import asyncpg
 
+from ledger.api.upload_slots import UploadSlots
 from ledger.config import Settings
 from ledger.core.policy.registry import PolicyRegistry
 from ledger.services.signing import CheckpointSigning
@@ -22,6 +23,7 @@ class AppState:
         # What the API signs checkpoints with: its review decisions commit, and an admin may
         # ask for a checkpoint (set by create_app).
         self.signing: CheckpointSigning | None = None
+        self.uploads = UploadSlots(settings.uploads_per_token_max)
 
     @property
     def db(self) -> asyncpg.Pool[Any]:

@@ -5,16 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import os
 import signal
+import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
 
-from ledger.config import Settings
+from ledger.config import VARIABLES, Settings
 from ledger.core.roles import ROLES
+from ledger.ingest.limits import manifest_rows_max
 
 __all__ = ["main"]
 
@@ -47,15 +50,27 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from ledger.core.policy.registry import PolicyRegistry
     from ledger.logs import get_logger
 
-    # Load policies first: a malformed policy stops start-up before anything else happens.
-    policies = PolicyRegistry.load_dir(settings.policies_dir)
-    url, embedded = resolve_database(settings)
-    _migrate(url)
-    admin = asyncio.run(_first_admin_token(url))
+    # The port first: a busy one stops start-up before the database, the workers or the
+    # "listening" line exist (a second serve on the same home would otherwise start them all).
+    try:
+        listener = _listen(args.host, args.port)
+    except OSError as exc:
+        print(f"ledger serve: cannot listen on {args.host}:{args.port}: {_bind_failure(exc)}", file=sys.stderr)
+        return 1
+    try:
+        # Then the policies: a malformed one stops start-up before anything else happens.
+        policies = PolicyRegistry.load_dir(settings.policies_dir)
+        url, embedded = resolve_database(settings)
+        _migrate(url)
+        admin = asyncio.run(_first_admin_token(url))
+    except BaseException:
+        listener.close()
+        raise
     count = settings.workers if args.workers is None else args.workers
     supervisor = Supervisor(workers=count, env={**os.environ, "LEDGER_DATABASE_URL": url}, database=embedded)
     app = create_app(settings, url, policies=policies)
-    where = f"http://{args.host}:{args.port}"
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    where = f"http://{host}:{listener.getsockname()[1]}"
     log = get_logger("ledger.serve")
     try:
         supervisor.start()
@@ -65,8 +80,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         # uvicorn handles SIGTERM and SIGINT itself (it finishes the requests in flight) and
         # re-raises the signal afterwards; as an interrupt that unwinds through this finally.
         with _terminate_as_interrupt():
-            uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+            server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+            server.run(sockets=[listener])
     finally:
+        listener.close()
         # Top down: the workers hand their imports back while the database is still up.
         with _terminate_as_interrupt(), contextlib.suppress(KeyboardInterrupt):
             log.info("serve_stopping", stage="serve")
@@ -75,6 +92,33 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
                 embedded.stop()
             log.info("serve_stopped", stage="serve")
     return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket listening on host:port (port 0: any free one), or OSError."""
+    addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, address = addresses[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        # As uvicorn does: a port whose last server's connections linger in TIME_WAIT is free,
+        # one that something listens on is not.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _bind_failure(exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return "the address is in use (by another `ledger serve` or another program); stop it or choose another --port"
+    if exc.errno == errno.EACCES:
+        return "permission denied (ports below 1024 need privileges); choose another --port"
+    if isinstance(exc, socket.gaierror):
+        return f"unknown host ({exc.strerror}); check --host"
+    return exc.strerror or str(exc)
 
 
 async def _first_admin_token(url: str) -> str | None:
@@ -175,7 +219,11 @@ def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
     async def run(conn: Any) -> Any:
         return await tokens.create(conn, role=args.role, labs=labs, label=args.label, expires_in_days=days)
 
-    created = _with_connection(settings, run)
+    try:
+        created = _with_connection(settings, run)
+    except InvalidRequest as exc:  # a lab that is not registered
+        print(f"ledger token create: {exc.message}", file=sys.stderr)
+        return 2
     expires = f", expires {_when(created.info.expires_at)}" if created.info.expires_at else ", never expires"
     print(
         f"created {created.info.role} token {created.info.id}"
@@ -264,6 +312,36 @@ def cmd_token_rotate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lab_add(settings: Settings, args: argparse.Namespace) -> int:
+    from ledger.errors import Conflict, InvalidRequest
+    from ledger.services import labs
+
+    try:
+        # Checked before the database is touched: a wrong name starts nothing.
+        labs.check_name(args.name)
+        row = _with_connection(settings, lambda conn: labs.add(conn, args.name, args.title))
+    except InvalidRequest as exc:
+        print(f"ledger lab add: {exc.message}", file=sys.stderr)
+        return 2
+    except Conflict as exc:
+        print(f"ledger lab add: {exc.message}", file=sys.stderr)
+        return 1
+    print(f"registered lab {row.name}")
+    return 0
+
+
+def cmd_lab_list(settings: Settings, args: argparse.Namespace) -> int:
+    from ledger.services import labs
+
+    found = _with_connection(settings, lambda conn: labs.list_visible(conn, None))
+    if args.json:
+        print(msgspec.json.encode(found).decode())
+        return 0
+    for lab in found:
+        print("  ".join((lab.name, _when(lab.created_at), lab.title or "")).rstrip())
+    return 0
+
+
 def _days(raw: str) -> int:
     """--expires-in: whole days, or 0 for 'none' (never)."""
     from ledger.config import parse_days
@@ -327,11 +405,16 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="start the HTTP API and worker(s); embedded PostgreSQL by default")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: %(default)s)")
+    serve.add_argument(
+        "--port",
+        type=_whole(0, 65_535),
+        default=8000,
+        help="the port to listen on, 0 for any free one (default: %(default)s)",
+    )
     serve.add_argument(
         "--workers",
-        type=int,
+        type=_whole(0),
         default=None,
         help="worker processes to run and supervise (default LEDGER_WORKERS or 1; 0: the API alone, "
         "with workers run elsewhere by `ledger worker`)",
@@ -377,36 +460,153 @@ def _parser() -> argparse.ArgumentParser:
     rotate.add_argument("id")
     rotate.set_defaults(func=cmd_token_rotate)
 
+    lab = sub.add_parser("lab", help="manage the lab registry (tokens and imports name registered labs only)")
+    lab_sub = lab.add_subparsers(dest="lab_command", required=True)
+    lab_add = lab_sub.add_parser("add", help="register a lab")
+    lab_add.add_argument("name", help="1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    lab_add.add_argument("--title", help="a readable name (default: none)")
+    lab_add.set_defaults(func=cmd_lab_add)
+    lab_list = lab_sub.add_parser("list", help="every registered lab: name, registered at, title")
+    lab_list.add_argument("--json", action="store_true", help="print one JSON array")
+    lab_list.set_defaults(func=cmd_lab_list)
+
     sub.add_parser("verify", help="recompute every hash of the ledger; exit 0 intact, 1 tampered").set_defaults(
         func=cmd_verify
     )
 
     bench = sub.add_parser("bench", help="import a synthetic manifest through the API and measure it")
-    bench.add_argument("--rows", type=int, default=100_000)
-    bench.add_argument("--concurrent", type=int, default=1, help="imports submitted at once")
-    bench.add_argument("--runs", type=int, default=3, help="runs; the medians are printed")
+    bench.add_argument(
+        "--rows", type=_whole(1, _ROWS_MAX), default=100_000, help="rows of the manifest (default: %(default)s)"
+    )
+    bench.add_argument(
+        "--concurrent",
+        type=_whole(1),
+        default=1,
+        help="imports submitted at once, with one token: past LEDGER_UPLOADS_PER_TOKEN_MAX raise it "
+        "(default: %(default)s)",
+    )
+    bench.add_argument("--runs", type=_whole(1), default=3, help="runs; the medians are printed (default: %(default)s)")
     bench.add_argument("--data-dir", help="where manifests are generated (default LEDGER_HOME/bench)")
     bench.add_argument("--generate-only", action="store_true", help="only write the sample manifests")
     bench.add_argument(
         "--sizes",
-        type=int,
+        type=_whole(1, _ROWS_MAX),
         nargs="+",
-        default=[10_000, 100_000, 1_000_000],
-        help="row counts for --generate-only",
+        default=list(_BENCH_SIZES),
+        help=f"row counts for --generate-only (default: {' '.join(map(str, _BENCH_SIZES))})",
     )
     bench.set_defaults(func=cmd_bench)
 
     bench_audit = sub.add_parser("bench-audit", help="build a synthetic ledger and measure verification and proofs")
-    bench_audit.add_argument("--records", type=int, default=1_000_000)
-    bench_audit.add_argument("--batch-rows", type=int, default=10_000)
-    bench_audit.add_argument("--runs", type=int, default=3, help="runs of each measurement; medians are printed")
-    bench_audit.add_argument("--proofs", type=int, default=200, help="inclusion proofs requested per run")
+    bench_audit.add_argument(
+        "--records", type=_whole(1), default=1_000_000, help="records in the synthetic ledger (default: %(default)s)"
+    )
+    bench_audit.add_argument(
+        "--batch-rows", type=_whole(1), default=10_000, help="records per batch (default: %(default)s)"
+    )
+    bench_audit.add_argument(
+        "--runs", type=_whole(1), default=3, help="runs of each measurement; medians are printed (default: %(default)s)"
+    )
+    bench_audit.add_argument(
+        "--proofs", type=_whole(1), default=200, help="inclusion proofs requested per run (default: %(default)s)"
+    )
     bench_audit.set_defaults(func=cmd_bench_audit)
+
+    bench_ui = sub.add_parser(
+        "bench-ui",
+        help="serve 10,000 open quarantine items and time the officer's and auditor's pages (and, with "
+        "Chromium, a filter change in the queue)",
+    )
+    bench_ui.add_argument(
+        "--runs",
+        type=_whole(1),
+        default=3,
+        help="runs, each on a fresh database; medians are printed (default: %(default)s)",
+    )
+    bench_ui.add_argument(
+        "--samples", type=_whole(1), default=30, help="requests of each page per run (default: %(default)s)"
+    )
+    bench_ui.add_argument(
+        "--changes", type=_whole(0), default=40, help="filter changes in the browser per run (default: %(default)s)"
+    )
+    bench_ui.set_defaults(func=cmd_bench_ui)
 
     from ledger.cli.offline import add_commands
 
     add_commands(sub)
+    _describe_environment(parser)
     return parser
+
+
+# The row counts `ledger bench --generate-only` writes, and the most a manifest may have.
+_BENCH_SIZES = (10_000, 100_000, 1_000_000)
+_ROWS_MAX = manifest_rows_max
+
+
+def _whole(least: int, most: int | None = None) -> Callable[[str], int]:
+    """An argument type: a whole number from ``least`` to ``most``."""
+
+    def whole(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {raw!r}") from None
+        if value < least or (most is not None and value > most):
+            bounds = f"at least {least}" if most is None else f"from {least} to {most}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
+        return value
+
+    return whole
+
+
+# What each command reads from the environment. Every command but the offline ones opens the
+# service's database; and any of them refuses to start on a malformed LEDGER_* setting.
+_DATABASE_VARIABLES = ("LEDGER_DATABASE_URL", "LEDGER_HOME", "LEDGER_LOG_LEVEL")
+_WORKER_VARIABLES = (
+    *_DATABASE_VARIABLES,
+    "LEDGER_POLICIES_DIR",
+    "LEDGER_BATCH_ROWS",
+    "LEDGER_IMPORTS_RUNNING_MAX",
+    "LEDGER_IMPORT_CHUNK_ROWS",
+    "LEDGER_IMPORT_PROCESSES",
+    "LEDGER_IMPORT_PARALLEL_BYTES_MIN",
+    "LEDGER_JOB_HEARTBEAT_TIMEOUT",
+    "LEDGER_JOB_RETRY_ATTEMPTS",
+    "LEDGER_JOB_RETRY_BASE_SECONDS",
+    "LEDGER_JOB_RETRY_MAX_SECONDS",
+    "LEDGER_SPOOL_RETENTION_SECONDS",
+    "LEDGER_SIGNING_KEY_FILE",
+    "LEDGER_CHECKPOINT_ORIGIN",
+)
+_COMMAND_VARIABLES: dict[str, tuple[str, ...]] = {
+    # serve runs the API and the workers; bench and bench-ui run serve with their own environment.
+    "serve": VARIABLES,
+    "bench": VARIABLES,
+    "bench-ui": VARIABLES,
+    "worker": _WORKER_VARIABLES,
+    "status": (*_DATABASE_VARIABLES, "LEDGER_JOB_HEARTBEAT_TIMEOUT"),
+    "token create": (*_DATABASE_VARIABLES, "LEDGER_TOKEN_TTL_DAYS"),
+}
+
+
+def _describe_environment(parser: argparse.ArgumentParser, command: str = "") -> None:
+    """An ``environment:`` paragraph at the end of every command's --help."""
+    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if parser.epilog is None:
+        if not command:
+            parser.epilog = "environment: each command's --help names the LEDGER_* variables it reads."
+        elif groups:
+            parser.epilog = "environment: each subcommand's --help names the LEDGER_* variables it reads."
+        elif parser.get_default("offline"):
+            parser.epilog = "environment: none; it needs no settings, database or server."
+        else:
+            names = _COMMAND_VARIABLES.get(command, _DATABASE_VARIABLES)
+            parser.epilog = (
+                f"environment: reads {', '.join(names)}; a malformed value of any LEDGER_* setting stops it."
+            )
+    for group in groups:
+        for name, child in group.choices.items():
+            _describe_environment(child, f"{command} {name}".strip())
 
 
 def cmd_bench_audit(settings: Settings, args: argparse.Namespace) -> int:
@@ -417,6 +617,16 @@ def cmd_bench_audit(settings: Settings, args: argparse.Namespace) -> int:
     report = run_audit_bench(
         url, settings, records=args.records, batch_rows=args.batch_rows, runs=args.runs, proofs=args.proofs
     )
+    print(msgspec.json.encode(report).decode())
+    return 0
+
+
+def cmd_bench_ui(settings: Settings, args: argparse.Namespace) -> int:
+    from ledger.bench.ui_pages import run_ui_bench
+
+    # Each run builds and drops its own database beside this one; this one is not touched.
+    url, _handle = resolve_database(settings)
+    report = run_ui_bench(url, settings.home, runs=args.runs, samples=args.samples, changes=args.changes)
     print(msgspec.json.encode(report).decode())
     return 0
 

@@ -31,7 +31,12 @@ async def _client(database_url: str, home: Path) -> AsyncIterator[httpx.AsyncCli
     """The app's lifespan is entered and left in the same task (it holds an anyio cancel
     scope), so this is a context of the test, not a fixture."""
     settings = Settings(
-        database_url=database_url, home=home, policies_dir=ROOT / "policies", imports_queued_max=QUEUED_MAX
+        database_url=database_url,
+        home=home,
+        policies_dir=ROOT / "policies",
+        imports_queued_max=QUEUED_MAX,
+        # The queue's limit is under test, not the cap on one token's uploads at once.
+        uploads_per_token_max=SUBMISSIONS + 1,
     )
     conn = await connect(database_url)
     try:
