@@ -28,7 +28,9 @@ _PUBLIC = re.compile("|".join(PUBLIC_PATHS))
 # Swagger UI styles its elements with style attributes and draws icons from data: URIs; its
 # page may do that, and still runs no script but the service's own files.
 SWAGGER_PAGE_POLICY = CONTENT_SECURITY_POLICY + "; style-src 'self' 'unsafe-inline'; img-src 'self' data:"
-_SWAGGER_PAGE = "/schema/swagger"
+# ReDoc styles its page the same way (styled-components) and embeds its icon font as a data: URI.
+REDOC_PAGE_POLICY = SWAGGER_PAGE_POLICY + "; font-src 'self' data:"
+_PAGE_POLICIES = {"/schema/swagger": SWAGGER_PAGE_POLICY, "/schema/redoc": REDOC_PAGE_POLICY}
 
 
 def _authenticated(scope: Scope) -> bool:
@@ -44,7 +46,7 @@ async def security_headers(message: Message, scope: Scope) -> None:
     headers = MutableScopeHeaders.from_message(message)
     for name, value in SECURITY_HEADERS.items():
         headers[name] = value
-    if scope.get("path") == _SWAGGER_PAGE:
-        headers["Content-Security-Policy"] = SWAGGER_PAGE_POLICY
+    if (page_policy := _PAGE_POLICIES.get(scope.get("path", ""))) is not None:
+        headers["Content-Security-Policy"] = page_policy
     if _authenticated(scope):
         headers["Cache-Control"] = "no-store"

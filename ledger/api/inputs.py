@@ -22,6 +22,7 @@ from litestar.params import PathParameter, QueryParameter
 from ledger.errors import InvalidRequest, ServiceError
 
 __all__ = [
+    "BODY_TEXT_PATTERN",
     "INT64_MAX",
     "JSON_DEPTH_MAX",
     "Count",
@@ -46,6 +47,8 @@ TEXT_PATTERN = r"^[^\x00-\x08\x0a-\x1f\x7f]*$"
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # In a JSON body, line breaks are text (a note may have several lines); the rest is not.
 _BODY_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# The text _BODY_CONTROL lets through, as the API schema states it for body strings.
+BODY_TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
 _PATTERN_HINT = "must not contain NUL or other control characters (tab aside)"
 
 QueryText = Annotated[str | None, QueryParameter(pattern=TEXT_PATTERN)]
@@ -82,7 +85,8 @@ def check_cursor(name: str, cursor: str | None) -> None:
         return
     if _CONTROL.search(cursor):
         raise BadParameter("invalid_cursor", f"{name} {_PATTERN_HINT}", parameter=name)
-    if cursor.lstrip("-").isdigit():
+    # isdecimal, not isdigit: int() refuses digits such as '¹' that isdigit accepts.
+    if cursor.removeprefix("-").isdecimal():
         if len(cursor) > 20 or not _in_range(int(cursor)):
             raise BadParameter("invalid_cursor", f"{name} is out of range", parameter=name)
         return
@@ -98,7 +102,7 @@ def check_item_id(name: str, raw: str) -> None:
     """``<task_id>:<row>``: a row number past a BIGINT is refused (an id that does not parse
     at all is simply not found, as before)."""
     _, sep, row = raw.partition(":")
-    if sep and row.strip().isdigit() and (len(row.strip()) > 20 or int(row) > INT64_MAX):
+    if sep and row.strip().isdecimal() and (len(row.strip()) > 20 or int(row) > INT64_MAX):
         raise BadParameter("invalid_item_id", f"{name}: the row number of {raw[:80]!r} is out of range", parameter=name)
 
 

@@ -10,6 +10,8 @@ from ledger.testing import Api, manifest
 GOOD = "EQ-0001,NIH-R01GM1,equipment,1,CHM-204,2024-01-15,,,10.00,Centrifuge"
 CSP = "default-src 'self'; frame-ancestors 'none'; object-src 'none'; base-uri 'none'"
 SWAGGER_PAGE_POLICY = CSP + "; style-src 'self' 'unsafe-inline'; img-src 'self' data:"
+REDOC_PAGE_POLICY = SWAGGER_PAGE_POLICY + "; font-src 'self' data:"
+PAGE_POLICIES = {"/schema/swagger": SWAGGER_PAGE_POLICY, "/schema/redoc": REDOC_PAGE_POLICY}
 
 
 def _secured(response: httpx.Response, policy: str = CSP) -> None:
@@ -56,11 +58,11 @@ async def test_an_import_its_report_and_its_events_carry_them(api: Api) -> None:
 
 
 async def test_public_endpoints_carry_them_and_the_schema_still_loads(api: Api) -> None:
-    for path in ("/health/live", "/health/ready", "/schema/openapi.json", "/schema/swagger"):
+    for path in ("/health/live", "/health/ready", "/schema/openapi.json", "/schema/swagger", "/schema/redoc"):
         response = await api.client.get(path)
         assert response.status_code == 200, path
-        # Swagger UI's page may style with attributes and data: images; scripts stay 'self'.
-        _secured(response, SWAGGER_PAGE_POLICY if path == "/schema/swagger" else CSP)
+        # The UIs' pages may style with attributes, data: images and fonts; scripts stay 'self'.
+        _secured(response, PAGE_POLICIES.get(path, CSP))
         assert "no-store" not in response.headers.get("cache-control", ""), path
     assert "/imports" in (await api.client.get("/schema/openapi.json")).json()["paths"]
     # Sent with a token anyway, a public answer is not stored either.

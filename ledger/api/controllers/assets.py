@@ -7,6 +7,7 @@ from litestar.di import NamedDependency
 
 from ledger.api.guards import readers
 from ledger.api.inputs import Count, PathText, QueryText, check_cursor
+from ledger.api.openapi import openapi_opt
 from ledger.api.state import AppState
 from ledger.services import assets as service
 from ledger.services.access import Principal
@@ -19,7 +20,7 @@ class AssetsController(Controller):
     tags = ["assets"]
     guards = [readers]
 
-    @get("/", summary="Latest revision per (asset_id, grant_code)")
+    @get("/", summary="Latest revision per (asset_id, grant_code)", opt=openapi_opt((422,)))
     async def list(
         self,
         ledger: NamedDependency[AppState],

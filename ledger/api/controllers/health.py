@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import msgspec
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
 
 from ledger.api.guards import admins
 from ledger.api.state import AppState
@@ -26,10 +24,11 @@ class HealthController(Controller):
     @get(
         "/ready",
         summary="The database answers, its schema is at the latest migration, and a worker is alive",
+        responses={503: ResponseSpec(health.Readiness, description="Not ready: the code says why")},
     )
-    async def ready(self, ledger: NamedDependency[AppState]) -> Response[dict[str, Any]]:
+    async def ready(self, ledger: NamedDependency[AppState]) -> Response[health.Readiness]:
         result = await health.readiness(ledger.db, ledger.settings)
-        return Response(msgspec.to_builtins(result), status_code=200 if result.ok else 503)
+        return Response(result, status_code=200 if result.ok else 503)
 
     @get(
         "/workers",

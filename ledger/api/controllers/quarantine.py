@@ -9,6 +9,7 @@ from litestar.response import Stream
 
 from ledger.api.guards import actors, readers
 from ledger.api.inputs import Count, PathText, QueryText, check_cursor, check_item_id, check_item_ids, json_body
+from ledger.api.openapi import openapi_opt
 from ledger.api.state import AppState
 from ledger.services import quarantine as service
 from ledger.services.access import Principal
@@ -37,7 +38,7 @@ class QuarantineController(Controller):
     dependencies = {"filters": Provide(_filters, sync_to_thread=False)}
     guards = [readers]
 
-    @get("/", summary="Quarantined rows, newest first, with facets per rule and field")
+    @get("/", summary="Quarantined rows, newest first, with facets per rule and field", opt=openapi_opt((422,)))
     async def list(
         self,
         ledger: NamedDependency[AppState],
@@ -49,7 +50,12 @@ class QuarantineController(Controller):
         check_cursor("cursor", cursor)
         return await service.list_items(ledger.db, ledger.policies, principal, filters, limit=limit, cursor=cursor)
 
-    @get("/export.csv", summary="The filtered queue as CSV, formula cells neutralised")
+    @get(
+        "/export.csv",
+        summary="The filtered queue as CSV, formula cells neutralised",
+        media_type="text/csv",
+        opt=openapi_opt((422,)),
+    )
     async def export(
         self,
         ledger: NamedDependency[AppState],
@@ -89,6 +95,7 @@ class QuarantineController(Controller):
         status_code=200,
         guards=[actors],
         before_request=json_body,
+        opt=openapi_opt((409,)),
     )
     async def resubmit(
         self,
@@ -103,11 +110,32 @@ class QuarantineController(Controller):
         )
 
     @post(
+        "/{item_id:str}/transfer",
+        summary="Move the row's asset key from the lab that holds it to the row's lab, and commit the row",
+        status_code=200,
+        guards=[actors],
+        before_request=json_body,
+        opt=openapi_opt((409,)),
+    )
+    async def transfer(
+        self,
+        item_id: PathText,
+        data: JSONBody[service.TransferBody],
+        ledger: NamedDependency[AppState],
+        principal: NamedDependency[Principal],
+    ) -> service.ItemResult:
+        check_item_id("item_id", item_id)
+        return await service.transfer(
+            ledger.db, ledger.settings, ledger.policies, principal, item_id, data, signing=ledger.signing
+        )
+
+    @post(
         "/{item_id:str}/dismiss",
         summary="Dismiss the row with a reason",
         status_code=200,
         guards=[actors],
         before_request=json_body,
+        opt=openapi_opt((409,)),
     )
     async def dismiss(
         self,

@@ -7,6 +7,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
 from ledger.api.guards import admins
+from ledger.api.openapi import openapi_opt
 from ledger.api.state import AppState
 from ledger.services import tokens as service
 
@@ -27,6 +28,7 @@ class TokensController(Controller):
         summary="Create a token (expires_in_days: omitted for the server's default, null for never); "
         "the secret is in this answer only",
         status_code=201,
+        opt=openapi_opt((422,)),
     )
     async def create(
         self, data: JSONBody[service.CreateBody], ledger: NamedDependency[AppState]
@@ -47,6 +49,7 @@ class TokensController(Controller):
         "/{token_id:str}/rotate",
         summary="A new secret for the same role, labs, label and lifetime; the old one is revoked",
         status_code=201,
+        opt=openapi_opt((409,)),
     )
     async def rotate(self, token_id: FromPath[str], ledger: NamedDependency[AppState]) -> service.CreatedToken:
         async with ledger.db.acquire() as conn:
