@@ -66,6 +66,10 @@ def _is_text(text: str) -> bool:
 
 def _cell(key: str, value: Any) -> str:
     if isinstance(value, str):
+        if "\x00" in value:
+            # An escaped NUL (\u0000) decodes to a character PostgreSQL's text and jsonb cannot
+            # hold: refused like a raw NUL byte, with the line kept as written.
+            raise _NotARecord("nul_byte", f"{key!r} holds a NUL character, which is never manifest data")
         return value
     if value is None:
         return ""

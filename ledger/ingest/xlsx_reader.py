@@ -337,4 +337,14 @@ class XlsxManifestReader:
                     RecordError("record_too_long", f"cell {long + 1} is longer than {cell_chars_max} characters"),
                 )
                 continue
+            nul = next((i for i, c in enumerate(cells) if "\x00" in c), None)
+            if nul is not None:
+                # An escaped NUL (_x0000_) is never manifest data, and PostgreSQL's text and
+                # jsonb cannot hold it: the row is quarantined with the NUL taken out.
+                yield Record(
+                    self._row,
+                    [c.replace("\x00", "") for c in cells],
+                    RecordError("nul_byte", f"cell {nul + 1} holds a NUL character, which is never manifest data"),
+                )
+                continue
             yield Record(self._row, cells)

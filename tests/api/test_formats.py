@@ -201,3 +201,27 @@ async def test_json_lines(api: Api) -> None:
     assert [r["outcome"] for r in rows] == ["committed", "quarantined", "quarantined"]
     assert [[e["rule"] for e in r["errors"]] for r in rows[1:]] == [["unknown_field"], ["unknown_field"]]
     assert (await asset(api, "EQ-0001"))["unit_cost"] == "800.32"
+
+
+async def test_an_escaped_nul_in_a_json_lines_cell_quarantines_the_row_not_the_import(api: Api) -> None:
+    """A ``\\u0000`` escape decodes to a character PostgreSQL's text and jsonb cannot hold:
+    it used to fail the whole import as ``internal`` at the decide step."""
+    lines = [
+        '{"asset_id": "EQ-0001", "grant_code": "NIH-R01GM1", "category": "equipment", "quantity": 1, '
+        '"location": "CHM-204", "acquisition_date": "2024-01-15", "description": "ok"}',
+        '{"asset_id": "EQ-0002", "grant_code": "NIH-R01GM1", "category": "equipment", "quantity": 1, '
+        '"location": "CHM-204", "acquisition_date": "2024-01-15", "description": "a\\u0000b"}',
+    ]
+    status = await done(api, ("\n".join(lines) + "\n").encode(), 1)
+    rows = await api.rows(status["task_id"])
+    assert [r["outcome"] for r in rows] == ["committed", "quarantined"]
+    assert [e["rule"] for e in rows[1]["errors"]] == ["nul_byte"]
+
+
+async def test_an_escaped_nul_in_an_xlsx_cell_quarantines_the_row_not_the_import(api: Api) -> None:
+    broken = [*XLSX_EQUIPMENT[:-1], "Centri\x00fuge"]
+    broken[0] = "EQ-0002"
+    status = await done(api, xlsx_bytes({"Inventory": _sheet(XLSX_EQUIPMENT, broken)}), 1)
+    rows = await api.rows(status["task_id"])
+    assert [r["outcome"] for r in rows] == ["committed", "quarantined"]
+    assert [e["rule"] for e in rows[1]["errors"]] == ["nul_byte"]

@@ -75,6 +75,17 @@ async def test_idempotency_key_reused_for_another_file_is_a_conflict(api: Api) -
     assert response.json()["code"] == "idempotency_key_reused"
 
 
+async def test_an_idempotency_key_is_scoped_to_the_lab_as_the_readme_says(api: Api) -> None:
+    """The same key for the same lab is the same submission, whoever sends it; for another lab
+    it is another submission (README, "Idempotency")."""
+    first = await api.submit(CLEAN, role="manager", headers={"Idempotency-Key": "k-lab"})
+    assert first.status_code == 202
+    same_lab = await api.submit(CLEAN, role="multi", lab="chem-lab", headers={"Idempotency-Key": "k-lab"})
+    assert same_lab.status_code == 200 and same_lab.json() == first.json()
+    other_lab = await api.submit(CLEAN, role="multi", lab="bio-lab", headers={"Idempotency-Key": "k-lab"})
+    assert other_lab.status_code == 202 and other_lab.json()["task_id"] != first.json()["task_id"]
+
+
 async def test_dirty_manifest_accounts_for_every_row(api: Api) -> None:
     await api.run(CLEAN)
     status = await api.run(DIRTY)
