@@ -7,6 +7,10 @@ that long after the import's end (``sweep``). A file no import row names (a refu
 removal failed, one a crashed API process left half-written) goes once it is an hour old: an
 upload still arriving is younger than that, or is written to still. Receipts are verified
 against the submitter's own copy of the manifest, never against the spool.
+
+A resumable (tus) upload may pause for longer than that: its file is kept while the upload lives.
+Once it has expired (LEDGER_UPLOAD_EXPIRY_SECONDS after its last bytes), the sweep deletes its
+row and, unless it completed (the file is then its import's), its file.
 """
 
 from __future__ import annotations
@@ -23,9 +27,19 @@ import asyncpg
 
 from ledger.config import Settings
 from ledger.db import imports as imports_db
+from ledger.db import tus_uploads as uploads_db
 from ledger.logs import get_logger
 
-__all__ = ["ORPHAN_SECONDS", "SWEEP_SECONDS", "after_import", "in_spool", "release", "run_janitor", "sweep"]
+__all__ = [
+    "ORPHAN_SECONDS",
+    "SWEEP_SECONDS",
+    "after_import",
+    "expire_uploads",
+    "in_spool",
+    "release",
+    "run_janitor",
+    "sweep",
+]
 
 log = get_logger("ledger.spool")
 
@@ -70,24 +84,30 @@ async def release(pool: asyncpg.Pool[Any], settings: Settings, import_id: uuid.U
 
 
 async def sweep(pool: asyncpg.Pool[Any], settings: Settings, *, now: datetime | None = None) -> list[Path]:
-    """Remove every spool file past its time; the removed paths."""
+    """Remove every spool file past its time, and every resumable upload past its expiry; the
+    removed paths."""
+    now = now or datetime.now(UTC)
+    expired = await expire_uploads(pool, settings, now)
     spool = settings.spool_dir
     if not spool.is_dir():
-        return []
-    now = now or datetime.now(UTC)
+        return expired
     files = [p.resolve() for p in spool.iterdir() if p.is_file()]
     if not files:
-        return []
+        return expired
+    # Asked before the imports: an upload that completes in between is named by its import then.
+    receiving = await uploads_db.receiving_paths(pool, [str(p) for p in files])
     rows = await pool.fetch(
         "SELECT spool_path, status, finished_at FROM imports WHERE spool_path = ANY($1::text[])",
         [str(p) for p in files],
     )
     named: dict[str, tuple[str, datetime | None]] = {r["spool_path"]: (r["status"], r["finished_at"]) for r in rows}
     keep_for = timedelta(seconds=settings.spool_retention_seconds)
-    removed: list[Path] = []
+    removed: list[Path] = expired
     for path in files:
         entry = named.get(str(path))
         if entry is None:
+            if str(path) in receiving:
+                continue  # a resumable upload that has not expired: its client may come back
             with contextlib.suppress(FileNotFoundError):
                 age = now.timestamp() - path.stat().st_mtime
                 if age >= ORPHAN_SECONDS and _remove(path):
@@ -101,6 +121,30 @@ async def sweep(pool: asyncpg.Pool[Any], settings: Settings, *, now: datetime | 
             removed.append(path)
     if removed:
         log.info("spool_swept", stage="spool", removed=len(removed))
+    return removed
+
+
+async def expire_uploads(pool: asyncpg.Pool[Any], settings: Settings, now: datetime) -> list[Path]:
+    """Delete the resumable uploads expired at ``now``: their rows, and the files of those that
+    never completed. One that a request is writing to (it holds its lock) is left for the next
+    sweep; so is one that request moved past ``now``. The removed paths."""
+    removed: list[Path] = []
+    deleted = 0
+    for upload in await uploads_db.expired_uploads(pool, now):
+        async with pool.acquire() as conn:
+            if not await uploads_db.try_lock_upload(conn, upload.id):
+                continue
+            try:
+                gone = await uploads_db.delete_expired(conn, upload.id, now)
+            finally:
+                await uploads_db.unlock_upload(conn, upload.id)
+        if not gone:
+            continue
+        deleted += 1
+        if upload.import_id is None and (path := in_spool(settings, upload.spool_path)) is not None and _remove(path):
+            removed.append(path)
+    if deleted:
+        log.info("uploads_expired", stage="spool", uploads=deleted, files=len(removed))
     return removed
 
 

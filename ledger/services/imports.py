@@ -6,7 +6,7 @@ import contextlib
 import errno
 import hashlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ import asyncpg
 import msgspec
 
 from ledger.config import Settings
+from ledger.core.policy import Policy
 from ledger.core.policy.registry import PolicyRegistry, UnknownPolicy
 from ledger.core.review import PolicyRef
 from ledger.db import import_statuses as statuses
@@ -22,6 +23,7 @@ from ledger.db import imports as imports_db
 from ledger.db import locks
 from ledger.db.cursors import decode_row_cursor
 from ledger.db.job_queue import enqueue_import
+from ledger.db.pool import Conn
 from ledger.errors import Conflict, InsufficientStorage, InvalidRequest, PayloadTooLarge, TooManyRequests
 from ledger.ingest.errors import ManifestError, MultipartError, UploadTooLarge
 from ledger.ingest.errors_csv import ErrorReportRow, iter_errors_csv
@@ -29,6 +31,7 @@ from ledger.ingest.spool import MultipartUpload, SpoolResult, receive_multipart
 from ledger.ingest.text_reader import normalise_encoding
 from ledger.services import progress
 from ledger.services.access import Principal, readable_import, submission_lab
+from ledger.services.labs import require_known
 from ledger.services.limits import IDEMPOTENCY_KEY_MAX, IMPORT_ROWS_PAGE_MAX
 from ledger.services.progress import Progress, progress_of
 
@@ -37,11 +40,17 @@ __all__ = [
     "BatchView",
     "ImportStatus",
     "RowsPage",
+    "Submission",
+    "admit",
     "cancel",
+    "check_idempotency_key",
+    "check_submission",
     "error_report",
     "events",
     "get_status",
     "list_rows",
+    "prepare_spool",
+    "record_import",
     "submit",
 ]
 
@@ -130,30 +139,64 @@ async def submit(
 
     Nothing about the rows is looked at here: the answer comes before any row is processed.
     """
-    await _admit(pool, settings, principal)
-    if idempotency_key is not None and not 0 < len(idempotency_key) <= IDEMPOTENCY_KEY_MAX:
-        raise InvalidRequest(
-            "invalid_idempotency_key", f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} characters"
-        )
+    await admit(pool, settings, principal)
+    check_idempotency_key(idempotency_key)
     upload = await _spool(body, content_type, settings)
     spooled = upload.file
     if spooled is None:
         raise InvalidRequest("missing_file", "send the manifest as the multipart form field 'file'")
-    keep = False
     try:
-        record = _new_record(policies, principal, upload, spooled, idempotency_key)
-        async with pool.acquire() as conn, conn.transaction():
-            # Counted again now that the body is in, and with the insert under one lock: the
-            # check before the body only spares a refused upload the transfer.
-            await locks.hold_admission(conn)
+        return await record_import(
+            pool,
+            settings,
+            policies,
+            principal,
+            spooled=spooled,
+            filename=upload.filename,
+            fields=upload.fields,
+            idempotency_key=idempotency_key,
+        )
+    except BaseException:
+        _discard(spooled)
+        raise
+
+
+async def record_import(
+    pool: asyncpg.Pool[Any],
+    settings: Settings,
+    policies: PolicyRegistry,
+    principal: Principal,
+    *,
+    spooled: SpoolResult,
+    filename: str | None,
+    fields: Mapping[str, str],
+    idempotency_key: str | None,
+    also: Callable[[Conn, uuid.UUID], Awaitable[None]] | None = None,
+) -> tuple[bool, dict[str, Any]]:
+    """Record the import of a manifest that is whole in the spool, and queue it: how every
+    submission ends, a POST /imports and a completed resumable upload (ledger.services.tus)
+    alike. Returns (created, response body). ``fields`` are the submission's own (policy, lab,
+    dry_run, encoding, sheet); ``also`` runs in the same transaction with the id of the import
+    that answers, created or found.
+
+    Created, the file is the import's; the same submission answered again, it is removed; on an
+    error it is left to the caller (a resumable upload keeps it to be completed again).
+    """
+    record = _new_record(policies, principal, spooled, filename, fields, idempotency_key)
+    async with pool.acquire() as conn, conn.transaction():
+        # Counted again now that the body is in, and with the insert under one lock: the
+        # check before the body only spares a refused upload the transfer.
+        await locks.hold_admission(conn)
+        await require_known(conn, [record.lab])
+        existing = await imports_db.find_by_key(conn, record.lab, record.idempotency_key)
+        if existing is None:
+            _check_room(settings, *await imports_db.waiting_counts(conn, [record.lab]), labs=[record.lab])
+            if await imports_db.insert_import(conn, record, principal.token_id):
+                await enqueue_import(conn, record.id)
+                if also is not None:
+                    await also(conn, record.id)
+                return True, record.accepted_body
             existing = await imports_db.find_by_key(conn, record.lab, record.idempotency_key)
-            if existing is None:
-                _check_room(settings, *await imports_db.waiting_counts(conn, [record.lab]), labs=[record.lab])
-                if await imports_db.insert_import(conn, record, principal.token_id):
-                    await enqueue_import(conn, record.id)
-                    keep = True
-                    return True, record.accepted_body
-                existing = await imports_db.find_by_key(conn, record.lab, record.idempotency_key)
         assert existing is not None
         if existing.manifest_sha256 != spooled.sha256_hex:
             raise Conflict(
@@ -161,17 +204,28 @@ async def submit(
                 "this Idempotency-Key was already used for a different file",
                 task_id=str(existing.id),
             )
-        return False, existing.accepted_body
-    finally:
-        if not keep:
-            with contextlib.suppress(FileNotFoundError):
-                Path(spooled.path).unlink()
+        if also is not None:
+            await also(conn, existing.id)
+    _discard(spooled)
+    return False, existing.accepted_body
+
+
+def _discard(spooled: SpoolResult) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        Path(spooled.path).unlink()
+
+
+def check_idempotency_key(idempotency_key: str | None) -> None:
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= IDEMPOTENCY_KEY_MAX:
+        raise InvalidRequest(
+            "invalid_idempotency_key", f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} characters"
+        )
 
 
 async def _spool(body: AsyncIterator[bytes], content_type: str, settings: Settings) -> MultipartUpload:
     """Receive the multipart body into the spool, translating what can go wrong."""
     try:
-        _spool_dir(settings)
+        prepare_spool(settings)
         return await receive_multipart(body, content_type, settings.spool_dir, max_bytes=settings.upload_bytes_max)
     except UploadTooLarge as exc:
         raise PayloadTooLarge(
@@ -189,29 +243,47 @@ async def _spool(body: AsyncIterator[bytes], content_type: str, settings: Settin
         raise
 
 
-def _spool_dir(settings: Settings) -> None:
+def prepare_spool(settings: Settings) -> Path:
     """The spool, readable by the service's user alone (uploaded manifests are lab data)."""
     settings.spool_dir.mkdir(mode=SPOOL_DIR_MODE, parents=True, exist_ok=True)
     if settings.spool_dir.stat().st_mode & 0o777 != SPOOL_DIR_MODE:
         settings.spool_dir.chmod(SPOOL_DIR_MODE)
+    return settings.spool_dir
 
 
-def _new_record(
-    policies: PolicyRegistry,
-    principal: Principal,
-    upload: MultipartUpload,
-    spooled: SpoolResult,
-    idempotency_key: str | None,
-) -> imports_db.ImportRecord:
-    """The import the form's fields and the spooled file describe, not yet inserted."""
-    fields = upload.fields
+class Submission(msgspec.Struct, frozen=True):
+    """What a submission's fields ask for, checked: refused here, it is refused before any byte
+    of its file is stored (a resumable upload is checked so when it is created)."""
+
+    policy: Policy
+    lab: str
+    dry_run: bool
+    options: dict[str, str]
+
+
+def check_submission(policies: PolicyRegistry, principal: Principal, fields: Mapping[str, str]) -> Submission:
+    """The policy, lab, dry_run and reading options the fields name (the lab's registration is
+    checked against the database, by require_known)."""
     try:
         policy = policies.get(fields.get("policy") or "lab-inventory")
     except UnknownPolicy as exc:
         raise InvalidRequest("unknown_policy", str(exc)) from exc
     lab = submission_lab(principal, fields.get("lab"))
     dry_run = _flag(fields.get("dry_run", ""), "dry_run")
-    options = _read_options(fields)
+    return Submission(policy=policy, lab=lab, dry_run=dry_run, options=_read_options(fields))
+
+
+def _new_record(
+    policies: PolicyRegistry,
+    principal: Principal,
+    spooled: SpoolResult,
+    filename: str | None,
+    fields: Mapping[str, str],
+    idempotency_key: str | None,
+) -> imports_db.ImportRecord:
+    """The import the submission's fields and the spooled file describe, not yet inserted."""
+    submission = check_submission(policies, principal, fields)
+    policy, lab, dry_run, options = submission.policy, submission.lab, submission.dry_run, submission.options
     key = idempotency_key or default_idempotency_key(spooled.sha256_hex, policy.name, policy.version, dry_run, options)
     task_id = uuid.uuid4()
     accepted = Accepted(
@@ -226,7 +298,7 @@ def _new_record(
         policy_sha256=policy.sha256,
         manifest_sha256=spooled.sha256_hex,
         manifest_bytes=spooled.size,
-        filename=upload.filename,
+        filename=filename,
         spool_path=str(Path(spooled.path).resolve()),
         dry_run=dry_run,
         status=statuses.QUEUED,
@@ -244,7 +316,7 @@ def _new_record(
     )
 
 
-async def _admit(pool: asyncpg.Pool[Any], settings: Settings, principal: Principal) -> None:
+async def admit(pool: asyncpg.Pool[Any], settings: Settings, principal: Principal) -> None:
     """Backpressure, checked before the body is read so a refused upload costs nothing (and
     again, under the admission lock, when the import is inserted)."""
     labs = list(principal.labs)
@@ -265,7 +337,7 @@ def _check_room(settings: Settings, queued: int, queued_lab: int, *, labs: list[
         )
 
 
-def _read_options(fields: dict[str, str]) -> dict[str, str]:
+def _read_options(fields: Mapping[str, str]) -> dict[str, str]:
     """How to read the file, as the submitter said (only what was given is stored)."""
     options: dict[str, str] = {}
     encoding = fields.get("encoding", "").strip()
