@@ -1,4 +1,7 @@
-"""Bearer-token authentication: every path but health and the API schema needs a token.
+"""Bearer-token authentication: every path but health, the API schema and the pages (which
+authenticate themselves, ledger.web) needs a token, or the session cookie of a browser signed
+in to the pages (ledger.services.sessions); a request that changes something on a session's
+authority must also send the session's CSRF token in ``X-CSRF-Token`` (403 ``csrf_failed``).
 
 Every 401 carries ``WWW-Authenticate: Bearer``; an expired token is told apart
 (``token_expired``) from an unknown or revoked one (``unauthorized``). A client address that
@@ -9,10 +12,6 @@ in memory, for a bounded number of addresses).
 
 from __future__ import annotations
 
-import math
-import time
-from collections import OrderedDict
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -26,96 +25,37 @@ from litestar.response.base import ASGIResponse
 from litestar.types import Receive, Scope, Send
 
 from ledger.api.state import AppState
-from ledger.errors import ServiceError, Unauthorized
-from ledger.services.access import principal_of
+from ledger.errors import Unauthorized
+from ledger.services import sessions
+from ledger.services.access import Principal, principal_of
+from ledger.services.failed_logins import FailedLogins, TooManyFailedLogins, failed_logins
+from ledger.services.sessions import CsrfFailed
 
-__all__ = ["PUBLIC_PATHS", "FailedLogins", "TokenAuthMiddleware", "TooManyFailedLogins"]
+__all__ = ["PUBLIC_PATHS", "WEB_PATHS", "CsrfFailed", "FailedLogins", "TokenAuthMiddleware", "TooManyFailedLogins"]
 
 # /health/workers says what runs where: for admins only.
-PUBLIC_PATHS = ["^/health/(live|ready)$", "^/schema"]
+# "^/schema" alone would also exempt any later route that merely starts so (/schemas/…).
+PUBLIC_PATHS = ["^/health/(live|ready)$", "^/schema(/|$)"]
+# The pages (ledger.web) authenticate their own way: a session, or a redirect to sign in.
+WEB_PATHS = ["^/$", "^/ui(/|$)"]
 
 WWW_AUTHENTICATE = 'Bearer realm="ledger"'
 
 
-class TooManyFailedLogins(ServiceError):
-    status = 429
-    default_code = "too_many_failed_logins"
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(
-            "too_many_failed_logins",
-            f"too many failed authentications from this address; try again in {retry_after} s",
-            retry_after=retry_after,
-        )
-        self.retry_after = retry_after
-
-
-class FailedLogins:
-    """Failed authentications per client address in fixed one-minute windows. At most
-    ``clients_max`` addresses are remembered: past that, ended windows are dropped first, then
-    the oldest."""
-
-    WINDOW_SECONDS = 60.0
-
-    def __init__(
-        self, per_minute: int, *, clients_max: int = 10_000, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.per_minute = per_minute
-        self.clients_max = clients_max
-        self.clock = clock
-        # address -> (window start, failures in it), in the order the windows started.
-        self._windows: OrderedDict[str, tuple[float, int]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._windows)
-
-    def retry_after(self, client: str) -> int | None:
-        """Seconds until ``client`` may try again, or None if it may now."""
-        window = self._windows.get(client)
-        if window is None:
-            return None
-        start, failures = window
-        left = start + self.WINDOW_SECONDS - self.clock()
-        if left <= 0 or failures < self.per_minute:
-            return None
-        return max(1, math.ceil(left))
-
-    def failed(self, client: str) -> None:
-        now = self.clock()
-        window = self._windows.get(client)
-        if window is None or now - window[0] >= self.WINDOW_SECONDS:
-            self._windows.pop(client, None)
-            self._windows[client] = (now, 1)
-            self._evict(now)
-        else:
-            self._windows[client] = (window[0], window[1] + 1)
-
-    def _evict(self, now: float) -> None:
-        # Windows are kept in the order they started: the ended ones are at the front.
-        while self._windows:
-            start, _ = next(iter(self._windows.values()))
-            if now - start < self.WINDOW_SECONDS:
-                break
-            self._windows.popitem(last=False)
-        while len(self._windows) > self.clients_max:
-            self._windows.popitem(last=False)
-
-
 def _failed_logins(connection: ASGIConnection[Any, Any, Any, Any], state: AppState) -> FailedLogins:
     """This app's counter (the middleware is instantiated per route, the app state is shared)."""
-    app_state = connection.app.state
-    counter = app_state.get("failed_logins")
-    if not isinstance(counter, FailedLogins):
-        counter = FailedLogins(state.settings.auth_failures_per_minute)
-        app_state["failed_logins"] = counter
-    return counter
+    return failed_logins(connection.app.state, state.settings.auth_failures_per_minute)
+
+
+# Requests that change nothing, which a browser's session may send without a CSRF token.
+_SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 
 class TokenAuthMiddleware(AbstractAuthenticationMiddleware):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
-        except (Unauthorized, TooManyFailedLogins) as exc:
+        except (Unauthorized, TooManyFailedLogins, CsrfFailed) as exc:
             # Answered here rather than by the app's exception handlers: every 401 must carry
             # WWW-Authenticate, and a 429 its Retry-After.
             if scope["type"] != ScopeType.HTTP:
@@ -133,19 +73,36 @@ class TokenAuthMiddleware(AbstractAuthenticationMiddleware):
 
     async def authenticate_request(self, connection: ASGIConnection) -> AuthenticationResult:  # type: ignore[type-arg]
         header = connection.headers.get("authorization", "")
+        state: AppState = connection.app.state.ledger
+        if not header and (secret := connection.cookies.get(sessions.SESSION_COOKIE)):
+            return AuthenticationResult(user=await _session_principal(connection, state, secret), auth=None)
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("unauthorized", "send a token in the Authorization header: 'Bearer <token>'")
-        state: AppState = connection.app.state.ledger
         failures = _failed_logins(connection, state)
         client = connection.client.host if connection.client else "unknown"
         # Checked before the lookup: while an address is throttled even a right guess is
         # refused, so guessing gains nothing, and a flood costs no queries.
-        if (retry_after := failures.retry_after(client)) is not None:
-            raise TooManyFailedLogins(retry_after)
+        failures.check(client)
         try:
             principal = await principal_of(state.db, token.strip())
         except Unauthorized:
             failures.failed(client)
             raise
         return AuthenticationResult(user=principal, auth=None)
+
+
+async def _session_principal(connection: ASGIConnection[Any, Any, Any, Any], state: AppState, secret: str) -> Principal:
+    """A browser signed in to the pages (ledger.web) calls the API with its session cookie; what
+    it sends to change something must carry the session's CSRF token in X-CSRF-Token, which a
+    page of another site cannot know. A session secret is 256 random bits: a bad one is not
+    counted as a guess (a browser keeps sending an ended session's cookie until it expires)."""
+    session = await sessions.resolve(state.db, secret)
+    if session is None:
+        raise Unauthorized("unauthorized", "the session has ended; sign in again, or send a bearer token")
+    method = connection.scope.get("method", "GET")
+    if method not in _SAFE_METHODS and not sessions.csrf_matches(secret, connection.headers.get(sessions.CSRF_HEADER)):
+        raise CsrfFailed(
+            "csrf_failed", f"a request authenticated by a session cookie must send the session's {sessions.CSRF_HEADER}"
+        )
+    return session.principal

@@ -10,6 +10,7 @@ __all__ = [
     "BULK_ITEMS_MAX",
     "CHECKPOINTS_PAGE_MAX",
     "IDEMPOTENCY_KEY_MAX",
+    "IMPORTS_PAGE_MAX",
     "IMPORT_ROWS_PAGE_MAX",
     "NOTE_CHARS_MAX",
     "QUARANTINE_PAGE_MAX",
@@ -19,6 +20,7 @@ __all__ = [
 # each item, so it is smaller than the others.
 ASSETS_PAGE_MAX = 1_000
 IMPORT_ROWS_PAGE_MAX = 1_000
+IMPORTS_PAGE_MAX = 500
 QUARANTINE_PAGE_MAX = 500
 CHECKPOINTS_PAGE_MAX = 1_000
 # One bulk decision: a constant number of statements whatever the count, but one transaction

@@ -11,6 +11,8 @@ Each module owns one thing:
 - ``xlsx``: a tiny XLSX writer, so the suite needs no spreadsheet library.
 - ``policy_rows``: a Hypothesis strategy of rows bound to the lab-inventory policy.
 - ``merkle_reference``: a plain transcription of RFC 9162's Merkle tree definitions.
+- ``web``: the pages over HTTP as signed-in users (a session cookie, forms with their CSRF token).
+- ``browser``: Debian's Chromium through Playwright, signing in as a person would, and axe-core.
 
 Nothing here runs in production: it sits at the top of the layers, beside the CLI, and no
 other part of ledger imports it.

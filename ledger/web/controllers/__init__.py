@@ -1,0 +1,1 @@
+"""One controller per section of the UI (ledger.web.nav), each taking ``page: Page``."""
