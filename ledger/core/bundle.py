@@ -8,8 +8,10 @@ batch 0 carries the compact range of the tree before it (``prefix``) and the cha
 links to, so it can be checked on its own.
 
 The verifier recomputes every record hash, batch hash, chain link, tree leaf and receipt
-account, checks every checkpoint it meets (signature and root), and needs the last one to
-cover the whole bundle. Memory stays O(batch size + number of batches).
+account, applies the §6.1 rules for corrections and reviews with the chain verifier's own code
+(ledger.core.verify.Corrections), checks every checkpoint it meets (signature and root), and
+needs the last one to cover the whole bundle. Memory stays O(batch size + number of batches),
+plus 32 bytes per record of the import whose receipt has not been read yet.
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ import msgspec
 from ledger.core.checkpoint import Checkpoint
 from ledger.core.errors import LedgerFormatError
 from ledger.core.failures import BundleError, Place, SignatureError
-from ledger.core.hashing import EMPTY_ROOT, LEAF_PREFIX, leaf_hash, node_hash, sha256
+from ledger.core.hashing import EMPTY_ROOT, LEAF_PREFIX, leaf_hash, node_hash
 from ledger.core.merkle import BlockedRoot
 from ledger.core.merkle import root as merkle_root
 from ledger.core.note import Verifier
 from ledger.core.outcomes import COMMITTED_HASH_AT, COMMITTED_PREFIX, DUPLICATE_PREFIX, QUARANTINED_PREFIX
 from ledger.core.proofs import PROOF_VERSION, read_checkpoint
 from ledger.core.records import GENESIS_PREV, BatchHeader, chain_hash, encode_header, parse_receipt
+from ledger.core.verify import Corrections
 
 __all__ = [
     "BatchLine",
@@ -161,8 +164,8 @@ class _Receipt:
         self.total = 0
         self.acc = BlockedRoot()
         # Committed outcomes must list, in row order, exactly the leaves of the receipt's
-        # asset batches; compared per batch by a digest of the leaves.
-        self.listed: list[tuple[int, int, bytes, bytes]] = []  # (seq, records, digest, running)
+        # asset batches; compared per batch, its leaves joined (so a difference names its entry).
+        self.listed: list[tuple[int, int, bytes]] = []  # (seq, records, leaves joined)
         # An import that began before the bundle cannot be aligned row by row with its batches.
         self.partial = any(b.seq < first_seq for b in self.receipt.batches)
         for b in self.receipt.batches:
@@ -175,7 +178,7 @@ class _Receipt:
                     Place(batch_seq=seq, entry=0),
                     f"receipt lists batch {b.seq} with hash {b.batch_hash}, the bundle does not",
                 )
-            self.listed.append((b.seq, known[1], known[2], b""))
+            self.listed.append((b.seq, known[1], known[2]))
         self.committed: list[bytes] = []
 
 
@@ -193,7 +196,10 @@ class BundleVerifier:
         self._batch_chain = b""
         self._leaves: list[bytes] = []
         self._receipt: _Receipt | None = None
-        self._assets: dict[int, tuple[str, int, bytes]] = {}  # seq -> (batch hash, records, leaves digest)
+        # seq -> (batch hash, records, leaves joined): an import's until its receipt is read.
+        self._assets: dict[int, tuple[str, int, bytes]] = {}
+        self._corrections = Corrections()
+        self._review_records: list[bytes] = []
         self._batches = 0
         self._records = 0
         self._outcomes = 0
@@ -242,7 +248,7 @@ class BundleVerifier:
                     and line.seq == header.seq  # type: ignore[union-attr]
                     and line.idx == len(leaves)  # type: ignore[union-attr]
                     and line.idx < header.records  # type: ignore[union-attr]
-                    and header.kind != "receipt"
+                    and header.kind == "assets"
                 ):
                     # The common case inline; _record handles (and names) everything else.
                     leaves.append(sha(prefix + line.record.encode()).digest())  # type: ignore[union-attr]
@@ -316,6 +322,8 @@ class BundleVerifier:
         self._tree = CompactRange(start.from_size, nodes)
         self._prev = prev
         self._start = start
+        # From F > 0 the bundle may start with the review batch of corrections linked before F.
+        self._corrections = Corrections(earlier_unknown=start.from_size > 0)
         self._check_old()
 
     def _open_batch(self, line: BatchLine) -> None:
@@ -331,6 +339,7 @@ class BundleVerifier:
             raise BundleError("bundle_format", Place(batch_seq=header.seq), "chain_hash is not hex") from exc
         self._batch = header
         self._leaves = []
+        self._review_records = []
 
     def _record(self, line: RecordLine) -> None:
         header = self._batch
@@ -347,6 +356,8 @@ class BundleVerifier:
         self._leaves.append(_sha256(LEAF_PREFIX + data).digest())  # leaf_hash, inlined
         if header.kind == "receipt":
             self._pending_receipt = data
+        elif header.kind == "review":
+            self._review_records.append(data)
 
     def _close_batch(self) -> None:
         header = self._batch
@@ -376,12 +387,18 @@ class BundleVerifier:
                 Place(batch_seq=seq),
                 f"header links to {link.hex()}, bundle says {self._batch_chain.hex()}",
             )
+        failure = self._corrections.check(header, leaves, self._review_records)
+        if failure is not None:
+            raise BundleError(failure.reason, failure.place, failure.detail)
+        self._review_records = []
         self._prev = link
         self._tree.append(leaf_hash(header_bytes))
         self._batches += 1
         self._records += len(leaves)
         if header.kind == "assets":
-            self._assets[seq] = (header.batch_hash, header.records, sha256(b"".join(leaves)))
+            # Corrections (no manifest) are no import's: no receipt will ask for their leaves.
+            joined = b"".join(leaves) if header.manifest_sha256 is not None else b""
+            self._assets[seq] = (header.batch_hash, header.records, joined)
         elif header.kind == "receipt":
             if len(leaves) != 1 or self._pending_receipt is None:
                 raise BundleError("receipt_malformed", Place(batch_seq=seq), "a receipt batch holds exactly one entry")
@@ -433,13 +450,10 @@ class BundleVerifier:
         # Compare as soon as a listed batch's worth of committed rows has arrived.
         if not pending.listed:
             return
-        seq, _, digest, _ = pending.listed[0]
-        if sha256(b"".join(pending.committed)) != digest:
-            raise BundleError(
-                "entry_not_as_recorded",
-                Place(batch_seq=seq),
-                f"its records differ from the committed rows the receipt of batch {pending.seq} accounts for",
-            )
+        seq, _, joined = pending.listed[0]
+        committed = b"".join(pending.committed)
+        if committed != joined:
+            raise _not_as_recorded(seq, joined, committed, pending.seq)
         pending.listed.pop(0)
         pending.committed = []
 
@@ -458,8 +472,12 @@ class BundleVerifier:
             raise BundleError(
                 "outcomes_root_mismatch", where, "the row outcomes do not give the receipt's outcomes_root"
             )
-        if not pending.partial and (pending.listed or pending.committed):
-            raise BundleError("entry_not_as_recorded", where, "committed rows and asset batches do not match in number")
+        if not pending.partial and pending.listed:
+            # Fewer committed rows than the receipt's asset batches hold records.
+            seq, _, joined = pending.listed[0]
+            raise _not_as_recorded(seq, joined, b"".join(pending.committed), pending.seq)
+        if not pending.partial and pending.committed:
+            raise BundleError("entry_not_as_recorded", where, "more committed rows than the asset batches hold records")
 
     def _checkpoint(self, line: CheckpointLine) -> None:
         start = self._need_start()
@@ -518,6 +536,9 @@ class BundleVerifier:
             )
         if (end.batches, end.records) != (self._batches, self._records):
             raise BundleError("bundle_truncated", "end line", "counts differ from the lines read")
+        failure = self._corrections.at_end()
+        if failure is not None:
+            raise BundleError(failure.reason, failure.place, failure.detail)
         if self._last_checkpoint != start.to_size:
             raise BundleError(
                 "checkpoint_missing",
@@ -537,6 +558,17 @@ class BundleVerifier:
             outcomes=self._outcomes,
             checkpoints=self._checkpoints,
         )
+
+
+def _not_as_recorded(seq: int, joined: bytes, committed: bytes, receipt_seq: int) -> BundleError:
+    """The first entry of asset batch ``seq`` (leaves ``joined``) whose record hash is not the
+    committed row's at its position (``committed``, the record hashes of those rows)."""
+    entry = next((i for i in range(0, len(joined), 32) if joined[i : i + 32] != committed[i : i + 32]), len(committed))
+    return BundleError(
+        "entry_not_as_recorded",
+        Place(batch_seq=seq, entry=entry // 32),
+        f"the entry differs from the committed row the receipt of batch {receipt_seq} accounts for at this position",
+    )
 
 
 def verify_bundle(

@@ -28,9 +28,9 @@ class Checkpoint(msgspec.Struct, frozen=True):
 
 def encode_body(checkpoint: Checkpoint) -> str:
     if len(checkpoint.root) != 32:
-        raise NoteError("checkpoint", "root", "a root hash is 32 bytes")
+        raise NoteError("checkpoint_format", "root", "a root hash is 32 bytes")
     if not checkpoint.origin or "\n" in checkpoint.origin:
-        raise NoteError("checkpoint", "origin", "the origin is one non-empty line")
+        raise NoteError("checkpoint_format", "origin", "the origin is one non-empty line")
     root = base64.b64encode(checkpoint.root).decode()
     return "".join(f"{line}\n" for line in (checkpoint.origin, str(checkpoint.size), root, *checkpoint.extensions))
 

@@ -24,6 +24,7 @@ import msgspec
 from ledger.core.errors import LedgerError
 
 __all__ = [
+    "CHECKS",
     "BundleError",
     "ConsistencyError",
     "Failure",
@@ -34,6 +35,67 @@ __all__ = [
     "SignatureError",
     "VerificationError",
 ]
+
+
+# Every check name the code reports, with what its failure means: docs/ledger-format.md §13
+# lists exactly these (tests/core/test_failures.py holds the code, this table and the spec
+# equal), so a verifier written from the spec knows every answer it can get.
+CHECKS: dict[str, str] = {
+    # §6 and §6.2: the chain as stored (GET /audit/verify, `ledger verify`), and §12 bundles
+    "batch_missing": "the next batch's seq is higher than expected: a batch was removed",
+    "batch_out_of_order": "a batch's seq is lower than expected",
+    "entry_missing": "an entry index is skipped, or a batch has fewer entries than its header's records",
+    "leaf_hash_mismatch": "an entry's bytes do not hash to its stored leaf hash",
+    "entry_not_as_recorded": "an entry differs from the record hash its receipt (or the review index) accounts for",
+    "record_count_mismatch": "a batch has more entries than its header's records",
+    "batch_hash_mismatch": "a batch's entries do not give its header's batch_hash",
+    "chain_hash_mismatch": "a header does not link to the stored chain hash",
+    "receipt_malformed": "a receipt batch does not hold exactly one valid receipt",
+    "receipt_batch_mismatch": "a batch a receipt lists is not in the chain with that hash",
+    "outcomes_count_mismatch": "the number of row outcomes differs from the receipt's rows.total",
+    "outcomes_root_mismatch": "the row outcomes do not give the receipt's outcomes_root",
+    "review_malformed": "an entry of a review batch is not a valid review entry",
+    "review_correction_mismatch": "a review entry commits another correction than the next one linked before it",
+    "corrections_unaccounted": "corrections are linked without the review batch that decides them",
+    "entry_outside_chain": "a stored entry names a batch the chain does not have",
+    "checkpoint_mismatch": "a checkpoint the service signed states another root than the batch headers give",
+    "tree_state_mismatch": "a stored tree leaf, or a checkpoint's stored root or compact range, is not the headers'",
+    # §9: keys, signed notes and checkpoints
+    "key_name": "a key name is empty or holds a space or '+'",
+    "base64": "a key or signature is not standard base64",
+    "public_key": "an Ed25519 public key is not 32 bytes",
+    "verifier_key": "a verifier key is not <name>+<key id>+<base64 key>, or its key id is not the key's",
+    "signer_key": "a signing key file is not PRIVATE+KEY+<name>+<key id>+<base64 seed>",
+    "note_format": "a signed note is not of the signed-note form",
+    "signature": "a signature by a trusted key does not verify",
+    "untrusted_key": "no signature by a trusted key",
+    "checkpoint_format": "a checkpoint body is not origin, size and root lines",
+    "checkpoint_origin": "a checkpoint is of another origin than expected",
+    # §10, §11: proofs
+    "document_format": "a proof document is not of its form, or a hash in it is not 32 bytes of hex",
+    "batch_header": "a batch header has no canonical encoding",
+    "record_hash": "an entry proof's record does not hash to its leaf_hash",
+    "record_in_batch": "a record's path does not lead to its batch's hash",
+    "batch_in_checkpoint": "a batch header's path does not lead to the checkpoint's root",
+    "receipt_format": "a receipt proof's receipt is not a valid receipt",
+    "receipt_task": "a receipt is for another task than its proof",
+    "receipt_batch": "a receipt's batch header is not a receipt batch naming its manifest",
+    "receipt_batches": "a receipt proof does not carry exactly the asset batches the receipt lists",
+    "manifest_sha256": "the manifest in hand is not the one the receipt records",
+    "origin": "two checkpoints of a consistency proof are of different logs",
+    "proof_sizes": "a consistency proof is for other tree sizes than the checkpoints",
+    "consistency": "a newer tree does not extend an older checkpoint's",
+    # §12: bundles
+    "bundle_format": "a bundle line is not one of the line types, or out of place",
+    "prefix": "the bundle line's prefix does not hold one hash per 1-bit of from",
+    "outcome_out_of_place": "an outcome line is not the next row of the receipt just read",
+    "outcome_malformed": "an outcome line is not a row outcome",
+    "checkpoint_position": "a checkpoint's size is not the tree size reached at its line",
+    "checkpoint_root": "a checkpoint's root is not the root of the tree read so far",
+    "old_checkpoint": "a checkpoint the auditor kept is outside the bundle's range",
+    "bundle_truncated": "the bundle ends early, or its end line's counts differ",
+    "checkpoint_missing": "no checkpoint signed by a trusted key at the bundle's last size",
+}
 
 
 class Place(msgspec.Struct, frozen=True, kw_only=True):

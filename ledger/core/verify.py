@@ -9,6 +9,7 @@ lists them.
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from collections.abc import Iterable, Sequence
 
 import msgspec
@@ -18,11 +19,11 @@ from ledger.core.failures import Failure
 from ledger.core.hashing import LEAF_PREFIX, leaf_hash
 from ledger.core.merkle import root
 from ledger.core.records import GENESIS_PREV, BatchHeader, chain_hash, encode_header, parse_receipt
-from ledger.core.review import parse_review
+from ledger.core.review import Review, parse_review
 
 _sha256 = hashlib.sha256
 
-__all__ = ["ChainVerifier", "StoredBatch", "StoredEntry", "VerifyReport", "verify_batches"]
+__all__ = ["ChainVerifier", "Corrections", "StoredBatch", "StoredEntry", "VerifyReport", "verify_batches"]
 
 
 class StoredEntry(msgspec.Struct, frozen=True):
@@ -56,10 +57,7 @@ class ChainVerifier:
         self._expected_seq = first_seq
         self._prev = prev
         self._asset_batches: dict[int, str] = {}
-        # Record hashes of corrections (assets batches without a manifest) not yet accounted
-        # for by a review batch, and the seq of the first batch holding them.
-        self._corrections: list[bytes] = []
-        self._corrections_from = 0
+        self._corrections = Corrections()
         self._batches = 0
         self._records = 0
         self._failure: Failure | None = None
@@ -72,7 +70,7 @@ class ChainVerifier:
         return self._failure
 
     def report(self) -> VerifyReport:
-        failure = self._failure or self._unaccounted(self._expected_seq)
+        failure = self._failure or self._corrections.at_end()
         return VerifyReport(
             ok=failure is None,
             batches_checked=self._batches,
@@ -97,7 +95,7 @@ class ChainVerifier:
             return Failure(
                 seq, None, "chain_hash_mismatch", f"header links to {link.hex()}, stored {batch.chain_hash.hex()}"
             )
-        failure = self._check_corrections(batch, leaves)
+        failure = self._corrections.check(header, leaves, (e.record for e in batch.entries))
         if failure is not None:
             return failure
         if header.kind == "receipt":
@@ -157,55 +155,6 @@ class ChainVerifier:
             leaves.append(leaf)
         return leaves
 
-    def _check_corrections(self, batch: StoredBatch, leaves: list[bytes]) -> Failure | None:
-        """A review batch accounts, in order, for the corrections linked just before it (§6.1)."""
-        header = batch.header
-        seq = header.seq
-        if header.kind == "assets" and header.manifest_sha256 is None:
-            if not self._corrections:
-                self._corrections_from = seq
-            self._corrections.extend(leaves)
-            return None
-        if header.kind != "review":
-            return self._unaccounted(seq)
-        pending, self._corrections = self._corrections, []
-        matched = 0
-        for position, entry in enumerate(batch.entries):
-            try:
-                review = parse_review(entry.record)
-            except LedgerFormatError as exc:
-                return Failure(seq, position, "review_malformed", str(exc))
-            correction = review.correction
-            if correction is None or correction.outcome != "committed":
-                continue
-            if matched >= len(pending) or pending[matched].hex() != correction.record_hash:
-                return Failure(
-                    seq,
-                    position,
-                    "review_correction_mismatch",
-                    f"the entry commits correction {correction.record_hash}, which is not the next "
-                    "correction linked before this batch",
-                )
-            matched += 1
-        if matched != len(pending):
-            return Failure(
-                seq,
-                None,
-                "corrections_unaccounted",
-                f"{len(pending) - matched} correction(s) linked before this review batch are not accounted for",
-            )
-        return None
-
-    def _unaccounted(self, seq: int) -> Failure | None:
-        if not self._corrections:
-            return None
-        return Failure(
-            self._corrections_from,
-            None,
-            "corrections_unaccounted",
-            f"corrections in batch {self._corrections_from} are not followed by the review batch that decided them",
-        )
-
     def _check_receipt(self, batch: StoredBatch) -> Failure | None:
         seq = batch.header.seq
         if len(batch.entries) != 1:
@@ -238,6 +187,101 @@ class ChainVerifier:
                 seq, 0, "outcomes_root_mismatch", "the stored row outcomes do not give the receipt's outcomes_root"
             )
         return None
+
+
+class Corrections:
+    """§6.1, the one implementation for the chain (ChainVerifier) and for bundles
+    (ledger.core.bundle): corrections (assets batches without a manifest) wait, in order, for
+    the review batch that accounts for them, and every review entry must be valid.
+
+    ``earlier_unknown``: checking starts after batch 0 where corrections linked before the
+    start may still be pending (a bundle from F > 0 can start with the review batch of a
+    correction batch it does not hold). Until the first batch that is no correction batch, a
+    review batch then matches only its last committed entries, one per pending correction
+    it can see; the earlier ones were linked before the start.
+    """
+
+    __slots__ = ("_earlier_unknown", "_from", "_pending")
+
+    def __init__(self, *, earlier_unknown: bool = False) -> None:
+        self._pending: list[bytes] = []
+        self._from = 0  # seq of the first batch holding a pending correction
+        self._earlier_unknown = earlier_unknown
+
+    def check(self, header: BatchHeader, leaves: Sequence[bytes], records: Iterable[bytes]) -> Failure | None:
+        """One batch, after its chain link checked out: ``leaves`` its entries' record hashes,
+        ``records`` their bytes (read for a review batch only)."""
+        seq = header.seq
+        if header.kind == "assets" and header.manifest_sha256 is None:
+            if not self._pending:
+                self._from = seq
+            self._pending.extend(leaves)
+            return None
+        earlier_unknown, self._earlier_unknown = self._earlier_unknown, False
+        if header.kind != "review":
+            return self.at_end()
+        pending, self._pending = deque(self._pending), []
+        reviews: list[tuple[int, Review]] = []
+        for position, record in enumerate(records):
+            try:
+                reviews.append((position, parse_review(record)))
+            except LedgerFormatError as exc:
+                return Failure(seq, position, "review_malformed", str(exc))
+            if not earlier_unknown:
+                failure = self._match(seq, pending, reviews)
+                if failure is not None:
+                    return failure
+        if earlier_unknown:
+            committed = [(p, r) for p, r in reviews if _commits(r)]
+            # The first ones account for corrections linked before the start: not in view.
+            del committed[: max(0, len(committed) - len(pending))]
+            failure = self._match(seq, pending, committed)
+            if failure is not None:
+                return failure
+        if pending:
+            return Failure(
+                seq,
+                None,
+                "corrections_unaccounted",
+                f"{len(pending)} correction(s) linked before this review batch are not accounted for",
+            )
+        return None
+
+    @staticmethod
+    def _match(seq: int, pending: deque[bytes], reviews: list[tuple[int, Review]]) -> Failure | None:
+        """Each committing entry of ``reviews`` takes the next pending correction (popped)."""
+        for position, review in reviews:
+            if not _commits(review):
+                continue
+            correction = review.correction
+            assert correction is not None
+            if not pending or pending[0].hex() != correction.record_hash:
+                return Failure(
+                    seq,
+                    position,
+                    "review_correction_mismatch",
+                    f"the entry commits correction {correction.record_hash}, which is not the next "
+                    "correction linked before this batch",
+                )
+            pending.popleft()
+        reviews.clear()
+        return None
+
+    def at_end(self) -> Failure | None:
+        """Any batch but a correction or review batch, or the end: nothing may be pending."""
+        if not self._pending:
+            return None
+        return Failure(
+            self._from,
+            None,
+            "corrections_unaccounted",
+            f"corrections in batch {self._from} are not followed by the review batch that decided them",
+        )
+
+
+def _commits(review: Review) -> bool:
+    correction = review.correction
+    return correction is not None and correction.outcome == "committed"
 
 
 def _check_root(seq: int, header: BatchHeader, leaves: list[bytes]) -> Failure | None:

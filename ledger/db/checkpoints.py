@@ -6,10 +6,17 @@ under the head lock (``after_advance``), with the ``CheckpointSigning`` its call
 down: the API's and each worker's, loaded at start (ledger.services.signing). A writer with
 none (a script, a test) still records tree leaves, and the next commit or an on-demand
 checkpoint covers its batches.
+
+Before signing, the tree it extends is checked (ledger.core.stored_tree): the last
+checkpoint's stored compact range must give the root that checkpoint signed, and every batch
+since must have the tree leaf its header gives. Otherwise the database was changed behind the
+service's back and it refuses to sign (``CheckpointRefused``, logged as
+``checkpoint_refused``): a signature over a forged tree would vouch for the forgery.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -19,13 +26,18 @@ import msgspec
 from ledger.core import records
 from ledger.core.bundle import CompactRange
 from ledger.core.checkpoint import Checkpoint, sign_checkpoint
-from ledger.core.note import Signer
+from ledger.core.failures import Failure, VerificationError
+from ledger.core.note import Signer, Verifier
 from ledger.core.proofs import tree_leaf
+from ledger.core.stored_tree import StoredCheckpointState, TreeCheck, resume
 from ledger.db import head
 from ledger.db.batches import HEADER_COLUMNS, header_of
 from ledger.db.pool import Conn, Executor
+from ledger.errors import ServiceError
+from ledger.logs import get_logger
 
 __all__ = [
+    "CheckpointRefused",
     "CheckpointSigning",
     "SigningKey",
     "StoredCheckpoint",
@@ -36,10 +48,30 @@ __all__ = [
     "list_checkpoints",
     "record_tree_leaves",
     "register_key",
+    "registered_verifiers",
     "sign_head",
+    "sign_head_created",
     "signing_keys",
+    "stored_checkpoint_states",
     "tree_leaves",
 ]
+
+log = get_logger("ledger.checkpoints")
+
+
+class CheckpointRefused(ServiceError):
+    """The stored tree state disagrees with the batch headers: no checkpoint is signed over it."""
+
+    status = 500
+    default_code = "checkpoint_refused"
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(
+            message=f"refusing to sign a checkpoint: {failure}; the database was changed outside the service",
+            check=failure.reason,
+            batch_seq=failure.batch_seq,
+        )
+        self.failure = failure
 
 
 class StoredCheckpoint(msgspec.Struct, frozen=True):
@@ -76,9 +108,13 @@ async def record_tree_leaves(conn: Conn, headers: Sequence[records.BatchHeader])
 
 
 async def after_advance(conn: Conn, signing: CheckpointSigning | None) -> None:
-    """Called under the head lock once a writer has moved the head."""
+    """Called under the head lock once a writer has moved the head. A refusal to sign does not
+    undo the commit (the ledger keeps recording; the batches are in the chain either way): it
+    is logged for the operators, and every later checkpoint is refused until the tree and the
+    headers agree again."""
     if signing is not None:
-        await sign_head(conn, signing.signer, signing.origin, locked=True)
+        with contextlib.suppress(CheckpointRefused):  # logged where it was raised
+            await sign_head(conn, signing.signer, signing.origin, locked=True)
 
 
 async def register_key(conn: Executor, signer: Signer) -> None:
@@ -139,6 +175,16 @@ async def tree_leaves(conn: Executor, size: int) -> list[bytes]:
 async def sign_head(conn: Conn, signer: Signer, origin: str, *, locked: bool = False) -> StoredCheckpoint:
     """A checkpoint of the current head signed by ``signer``; the latest one when it already
     states this head with this key (re-asking changes nothing)."""
+    checkpoint, _ = await sign_head_created(conn, signer, origin, locked=locked)
+    return checkpoint
+
+
+async def sign_head_created(
+    conn: Conn, signer: Signer, origin: str, *, locked: bool = False
+) -> tuple[StoredCheckpoint, bool]:
+    """``sign_head``, and whether the checkpoint is new (False: the latest one already stated
+    this head with this key). Raises CheckpointRefused when the tree it would extend is not
+    the one the batch headers give."""
     async with conn.transaction():
         # Unless the caller holds it, take the head lock: the tree must not grow while we read it.
         head_seq = await head.head_seq(conn) if locked else (await head.lock_head(conn)).seq
@@ -152,8 +198,8 @@ async def sign_head(conn: Conn, signer: Signer, origin: str, *, locked: bool = F
             and latest.key_name == signer.name
             and latest.origin == origin
         ):
-            return latest
-        tree = await _tree_at(conn, head_seq)
+            return latest, False
+        tree = await _checked_tree_at(conn, head_seq, signer.verifier)
         tree_root = tree.root()
         note = sign_checkpoint(Checkpoint(origin=origin, size=head_seq, root=tree_root), signer)
         await register_key(conn, signer)
@@ -170,25 +216,85 @@ async def sign_head(conn: Conn, signer: Signer, origin: str, *, locked: bool = F
             note,
             b"".join(tree.nodes),
         )
-        return _checkpoint(row)
+        return _checkpoint(row), True
 
 
-async def _tree_at(conn: Conn, size: int) -> CompactRange:
-    """The tree of ``size`` leaves: the latest checkpoint's compact range extended with the
-    leaves added since (one leaf per batch), so a commit's checkpoint costs O(its batches)."""
+_STATE_COLUMNS = "id, tree_size, note, root_hash, tree_state"
+
+
+def _state(row: Any) -> StoredCheckpointState:
+    return StoredCheckpointState(
+        id=row["id"],
+        tree_size=row["tree_size"],
+        note=row["note"],
+        root_hash=bytes(row["root_hash"]),
+        tree_state=bytes(row["tree_state"]),
+    )
+
+
+async def registered_verifiers(conn: Executor) -> list[Verifier]:
+    """The keys of signing_keys: every key that ever signed a checkpoint here. A row that is no
+    key (only a hand-edited table has one) is left out: what it signed then fails to open."""
+    keys = []
+    for r in await conn.fetch("SELECT verifier_key FROM signing_keys"):
+        with contextlib.suppress(VerificationError):
+            keys.append(Verifier.parse(r[0]))
+    return keys
+
+
+async def stored_checkpoint_states(conn: Executor, size_max: int | None = None) -> list[StoredCheckpointState]:
+    """Every stored checkpoint (up to tree size ``size_max``), by tree size, then as issued."""
+    rows = await conn.fetch(
+        f"""
+        SELECT {_STATE_COLUMNS} FROM checkpoints WHERE $1::bigint IS NULL OR tree_size <= $1
+        ORDER BY tree_size, id
+        """,
+        size_max,
+    )
+    return [_state(r) for r in rows]
+
+
+async def _checked_tree_at(conn: Conn, size: int, own: Verifier) -> CompactRange:
+    """The tree of ``size`` leaves: the latest checkpoint's compact range, checked against the
+    root it signed, extended with the leaf of each batch since, checked against its header; so
+    a commit's checkpoint costs O(its batches). Raises CheckpointRefused on a disagreement."""
     row = await conn.fetchrow(
-        "SELECT tree_size, tree_state FROM checkpoints WHERE tree_size <= $1 ORDER BY tree_size DESC, id DESC LIMIT 1",
+        f"SELECT {_STATE_COLUMNS} FROM checkpoints WHERE tree_size <= $1 ORDER BY tree_size DESC, id DESC LIMIT 1",
         size,
     )
-    tree = CompactRange()
+    verifiers = [own, *await registered_verifiers(conn)]
+    base: CompactRange | Failure = CompactRange()
     if row is not None:
-        state = bytes(row["tree_state"])
-        tree = CompactRange(row["tree_size"], [state[i : i + 32] for i in range(0, len(state), 32)])
-    for leaf_row in await conn.fetch(
-        "SELECT leaf_hash FROM batch_tree WHERE seq > $1 AND seq <= $2 ORDER BY seq", tree.size, size
-    ):
-        tree.append(bytes(leaf_row[0]))
-    return tree
+        base = resume(_state(row), verifiers)
+    failure = base if isinstance(base, Failure) else None
+    if not isinstance(base, Failure):
+        check = TreeCheck(verifiers, base)
+        for b in await conn.fetch(
+            f"""
+            SELECT {", ".join(f"b.{c}" for c in HEADER_COLUMNS.split(", "))}, t.leaf_hash
+            FROM ledger_batches b LEFT JOIN batch_tree t ON t.seq = b.seq
+            WHERE b.seq > $1 AND b.seq <= $2 ORDER BY b.seq
+            """,
+            base.size,
+            size,
+        ):
+            leaf = b["leaf_hash"]
+            failure = check.batch(header_of(b), None if leaf is None else bytes(leaf))
+            if failure is not None:
+                break
+        if failure is None and check.tree.size != size:
+            failure = Failure(check.tree.size + 1, None, "tree_state_mismatch", f"the head is at batch {size}")
+        if failure is None:
+            return check.tree
+    assert failure is not None
+    log.error(
+        "checkpoint_refused",
+        check=failure.reason,
+        batch_seq=failure.batch_seq,
+        detail=failure.detail,
+        tree_size=size,
+    )
+    raise CheckpointRefused(failure)
 
 
 async def latest_checkpoint(conn: Executor) -> StoredCheckpoint | None:

@@ -1,5 +1,5 @@
 """Reads of ``ledger_entries`` for proofs and export bundles: one entry, a batch's leaf hashes,
-an import's receipt entry, a batch's records in order."""
+an import's receipt entry, a batch's records in order, a batch's entry ids."""
 
 from __future__ import annotations
 
@@ -11,7 +11,15 @@ from asyncpg.cursor import CursorFactory
 
 from ledger.db.pool import Conn, Executor
 
-__all__ = ["LedgerEntry", "ReceiptEntry", "batch_leaf_hashes", "batch_records", "ledger_entry", "receipt_entry"]
+__all__ = [
+    "LedgerEntry",
+    "ReceiptEntry",
+    "batch_entry_ids",
+    "batch_leaf_hashes",
+    "batch_records",
+    "ledger_entry",
+    "receipt_entry",
+]
 
 
 class LedgerEntry(msgspec.Struct, frozen=True):
@@ -65,3 +73,9 @@ def batch_records(conn: Conn, seq: int, *, prefetch: int) -> CursorFactory[async
     return conn.cursor(
         "SELECT idx, record FROM ledger_entries WHERE batch_seq = $1 ORDER BY idx", seq, prefetch=prefetch
     )
+
+
+async def batch_entry_ids(conn: Executor, seq: int) -> list[tuple[int, int, bytes]]:
+    """(entry id, index, leaf hash) of every entry of batch ``seq``, in index order."""
+    rows = await conn.fetch("SELECT id, idx, leaf_hash FROM ledger_entries WHERE batch_seq = $1 ORDER BY idx", seq)
+    return [(r["id"], r["idx"], bytes(r["leaf_hash"])) for r in rows]

@@ -1,5 +1,7 @@
 """Full verification of the stored ledger: every record hash, batch root, chain link and
-receipt recomputed from the stored bytes (ledger.core.verify does the checking)."""
+receipt recomputed from the stored bytes (ledger.core.verify does the checking), then the
+stored tree state and every signed checkpoint against the batch headers
+(ledger.core.stored_tree, docs/ledger-format.md §6.2)."""
 
 from __future__ import annotations
 
@@ -12,8 +14,10 @@ import msgspec
 
 from ledger.core import records
 from ledger.core.failures import Failure
+from ledger.core.stored_tree import TreeCheck
 from ledger.core.verify import ChainVerifier, StoredBatch, StoredEntry, VerifyReport
 from ledger.db.batches import HEADER_COLUMNS, header_of
+from ledger.db.checkpoints import registered_verifiers, stored_checkpoint_states
 from ledger.db.pool import Conn
 from ledger.db.quarantine import index_leaves as quarantine_index_leaves
 from ledger.db.stored_outcomes import IMPORT_OUTCOMES, stored_outcomes
@@ -40,7 +44,45 @@ async def verify_ledger(conn: Conn, *, database_url: str | None = None, workers:
             report = await _verify_parallel(conn, database_url, workers)
     if report is None:
         report = await _verify_range(conn, ChainVerifier(), 1, None, None)
-    return await _check_no_stray_entries(conn, report)
+    report = await _check_no_stray_entries(conn, report)
+    if not report.ok:
+        return report
+    return _failed(report, await _check_tree(conn))
+
+
+def _failed(report: VerifyReport, failure: Failure | None) -> VerifyReport:
+    return report if failure is None else msgspec.structs.replace(report, ok=False, first_failure=failure)
+
+
+async def _check_tree(conn: Conn) -> Failure | None:
+    """§6.2: every stored tree leaf and checkpoint against the headers, in seq order; one
+    header, leaf and root per batch, so cheap next to the records. A rewrite that recomputed
+    every hash of the chain still meets the checkpoints signed before it here."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        check = TreeCheck(await registered_verifiers(conn))
+        checkpoints = await stored_checkpoint_states(conn)
+        at = 0
+        while at < len(checkpoints) and checkpoints[at].tree_size == 0:
+            if failure := check.checkpoint(checkpoints[at]):
+                return failure
+            at += 1
+        batches = conn.cursor(
+            f"""
+            SELECT {", ".join(f"b.{c}" for c in HEADER_COLUMNS.split(", "))}, t.leaf_hash
+            FROM ledger_batches b LEFT JOIN batch_tree t ON t.seq = b.seq ORDER BY b.seq
+            """,
+            prefetch=1000,
+        )
+        async for b in batches:
+            leaf = b["leaf_hash"]
+            if failure := check.batch(header_of(b), None if leaf is None else bytes(leaf)):
+                return failure
+            while at < len(checkpoints) and checkpoints[at].tree_size == b["seq"]:
+                if failure := check.checkpoint(checkpoints[at]):
+                    return failure
+                at += 1
+        # A checkpoint beyond the chain's last batch (or between two that are not consecutive).
+        return check.checkpoint(checkpoints[at]) if at < len(checkpoints) else None
 
 
 async def _check_no_stray_entries(conn: Conn, report: VerifyReport) -> VerifyReport:
@@ -58,14 +100,16 @@ async def _check_no_stray_entries(conn: Conn, report: VerifyReport) -> VerifyRep
     )
     if stray is None:
         return report
-    failure = Failure(
-        stray["batch_seq"],
-        stray["idx"],
-        "entry_outside_chain",
-        f"an entry names batch {stray['batch_seq']}, which the chain "
-        f"(batches 1..{report.batches_checked}) does not have",
+    return _failed(
+        report,
+        Failure(
+            stray["batch_seq"],
+            stray["idx"],
+            "entry_outside_chain",
+            f"an entry names batch {stray['batch_seq']}, which the chain "
+            f"(batches 1..{report.batches_checked}) does not have",
+        ),
     )
-    return msgspec.structs.replace(report, ok=False, first_failure=failure)
 
 
 async def _verify_range(

@@ -33,10 +33,10 @@ from ledger.core.proofs import (
     build_entry_proof,
     build_receipt_proof,
 )
-from ledger.core.records import GENESIS_PREV, parse_receipt
+from ledger.core.records import GENESIS_PREV, BatchHeader, parse_receipt
 from ledger.db import checkpoints as cp
 from ledger.db import entries
-from ledger.db.batches import batch_header, batches_between, chain_hash_at, header_of
+from ledger.db.batches import HEADER_COLUMNS, batch_header, batches_between, chain_hash_at, header_of
 from ledger.db.checkpoints import CheckpointSigning, StoredCheckpoint
 from ledger.db.stored_outcomes import import_outcome_rows, stored_outcome
 from ledger.errors import InvalidRequest, NotFound, Unavailable
@@ -44,8 +44,11 @@ from ledger.services.access import Principal, readable_import
 from ledger.services.limits import CHECKPOINTS_PAGE_MAX
 
 __all__ = [
+    "BatchListing",
+    "ListedEntry",
     "PublicKey",
     "StoredCheckpoint",
+    "batch_listing",
     "consistency_proof",
     "create_checkpoint",
     "entry_proof",
@@ -54,6 +57,7 @@ __all__ = [
     "list_checkpoints",
     "public_keys",
     "receipt_proof",
+    "request_checkpoint",
 ]
 
 Pool: TypeAlias = "asyncpg.Pool[Any]"
@@ -66,6 +70,43 @@ class PublicKey(msgspec.Struct, frozen=True):
     verifier_key: str
     current: bool
     created_at: datetime
+
+
+class ListedEntry(msgspec.Struct, frozen=True):
+    entry_id: int
+    index: int
+    type: str  # the record's own "type": asset, receipt or review
+    leaf_hash: str
+
+
+class BatchListing(msgspec.Struct, frozen=True):
+    """One batch: its header (as in proofs, without ``v``), stored chain hash and entries with
+    the ids GET /audit/proofs/entries/{entry_id} takes."""
+
+    header: BatchHeader
+    chain_hash: str
+    entries: list[ListedEntry]
+
+
+# A batch's kind says the type of every record it may hold (docs/ledger-format.md §5).
+_ENTRY_TYPE = {"assets": "asset", "receipt": "receipt", "review": "review"}
+
+
+async def batch_listing(pool: Pool, seq: int) -> BatchListing:
+    """Where an artefact names a batch and an entry index (a receipt proof, a review answer, a
+    verification failure), this gives the entry's id and type."""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        row = await conn.fetchrow(f"SELECT {HEADER_COLUMNS}, chain_hash FROM ledger_batches WHERE seq = $1", seq)
+        if row is None:
+            raise NotFound("not_found", f"no batch {seq}")
+        listed = await entries.batch_entry_ids(conn, seq)
+    header = header_of(row)
+    kind = _ENTRY_TYPE.get(header.kind, header.kind)
+    return BatchListing(
+        header=header,
+        chain_hash=bytes(row["chain_hash"]).hex(),
+        entries=[ListedEntry(entry_id=i, index=idx, type=kind, leaf_hash=leaf.hex()) for i, idx, leaf in listed],
+    )
 
 
 async def public_keys(pool: Pool, signing: CheckpointSigning | None) -> list[PublicKey]:
@@ -85,10 +126,18 @@ async def public_keys(pool: Pool, signing: CheckpointSigning | None) -> list[Pub
 
 
 async def create_checkpoint(pool: Pool, signing: CheckpointSigning | None) -> StoredCheckpoint:
+    checkpoint, _ = await request_checkpoint(pool, signing)
+    return checkpoint
+
+
+async def request_checkpoint(pool: Pool, signing: CheckpointSigning | None) -> tuple[StoredCheckpoint, bool]:
+    """A checkpoint of the current head, and whether it was signed now (False: the latest one
+    already stated this head with this key). Raises CheckpointRefused (500,
+    ``checkpoint_refused``) when the stored tree is not the one the batch headers give."""
     if signing is None:
         raise Unavailable("no_signing_key", "this process has no checkpoint signing key configured")
     async with pool.acquire() as conn:
-        return await cp.sign_head(conn, signing.signer, signing.origin)
+        return await cp.sign_head_created(conn, signing.signer, signing.origin)
 
 
 async def latest_checkpoint(pool: Pool, signing: CheckpointSigning | None) -> StoredCheckpoint:

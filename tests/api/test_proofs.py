@@ -12,7 +12,7 @@ import msgspec
 import pytest
 
 from ledger.core import records
-from ledger.core.bundle import iter_lines, verify_bundle
+from ledger.core.bundle import CompactRange, iter_lines, verify_bundle
 from ledger.core.hashing import leaf_hash
 from ledger.core.merkle import root
 from ledger.core.note import Verifier
@@ -97,8 +97,8 @@ async def test_checkpoint_on_demand_and_errors(api: Api) -> None:
     assert (await api.client.post("/audit/checkpoints", headers=api.auth("auditor"))).status_code == 403
     created = await api.client.post("/audit/checkpoints", headers=api.auth("admin"))
     assert created.status_code == 201 and created.json()["tree_size"] == 0
-    again = (await api.client.post("/audit/checkpoints", headers=api.auth("admin"))).json()
-    assert again["id"] == created.json()["id"]  # nothing new to sign
+    again = await api.client.post("/audit/checkpoints", headers=api.auth("admin"))
+    assert again.status_code == 200 and again.json()["id"] == created.json()["id"]  # nothing new to sign
     missing = await api.get("/audit/proofs/entries/999999", role="auditor")
     assert missing.status_code == 404 and missing.json()["code"] == "not_found"
     bad = await api.get("/audit/proofs/consistency", role="auditor", params={"from": 5, "to": 2})
@@ -112,9 +112,11 @@ async def test_checkpoint_on_demand_and_errors(api: Api) -> None:
     assert (await api.get(f"/imports/{other_lab['task_id']}/receipt", role="manager")).status_code == 404
 
 
-async def _rewrite_history(db: Any, asset_id: str, old: bytes, new: bytes) -> None:
+async def rewrite_history(db: Any, asset_id: str, old: bytes, new: bytes, *, keep_checkpoints: bool = False) -> None:
     """What a superuser can do: switch the triggers off, change one entry and recompute every
-    hash after it so the chain is consistent again, and drop the checkpoints."""
+    hash after it so the chain is consistent again (the tree leaves too), and drop the
+    checkpoints; or keep them (the notes they cannot sign again) with their stored root and
+    compact range recomputed over the rewritten tree."""
     await db.execute("SET session_replication_role = replica")
     entry = await db.fetchrow("SELECT id, record, leaf_hash FROM ledger_entries WHERE asset_id = $1", asset_id)
     record = bytes(entry["record"]).replace(old, new)
@@ -174,7 +176,20 @@ async def _rewrite_history(db: Any, asset_id: str, old: bytes, new: bytes) -> No
         )
         await db.execute("UPDATE batch_tree SET leaf_hash = $2 WHERE seq = $1", seq, tree_leaf(header))
     await db.execute("UPDATE ledger_head SET chain_hash = $1", prev)
-    await db.execute("DELETE FROM checkpoints")
+    if keep_checkpoints:
+        leaves = [bytes(r[0]) for r in await db.fetch("SELECT leaf_hash FROM batch_tree ORDER BY seq")]
+        for c in await db.fetch("SELECT id, tree_size FROM checkpoints"):
+            tree = CompactRange()
+            for leaf in leaves[: c["tree_size"]]:
+                tree.append(leaf)
+            await db.execute(
+                "UPDATE checkpoints SET root_hash = $2, tree_state = $3 WHERE id = $1",
+                c["id"],
+                tree.root(),
+                b"".join(tree.nodes),
+            )
+    else:
+        await db.execute("DELETE FROM checkpoints")
     await db.execute("SET session_replication_role = DEFAULT")
 
 
@@ -192,7 +207,7 @@ async def test_a_consistent_rewrite_is_caught_by_an_earlier_checkpoint(api: Api,
     (tmp_path / "old.checkpoint").write_text(old["note"])
     await api.run(rows("LATER", 2))
 
-    await _rewrite_history(db, "CHEM-0043", b'"quantity":4', b'"quantity":40')
+    await rewrite_history(db, "CHEM-0043", b'"quantity":4', b'"quantity":40')
     report = (await api.get("/audit/verify", role="auditor")).json()
     assert report["ok"] is True  # the chain alone cannot tell
     new = (await api.client.post("/audit/checkpoints", headers=api.auth("admin"))).json()

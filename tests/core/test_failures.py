@@ -9,12 +9,18 @@ from pathlib import Path
 
 import msgspec
 
-from ledger.core.failures import BundleError, Failure, Place, VerificationError
+from ledger.core.failures import CHECKS, BundleError, Failure, Place, VerificationError
 
 ROOT = Path(__file__).resolve().parents[2]
 FORMAT = (ROOT / "docs" / "ledger-format.md").read_text()
 # The modules that report verification failures (notes and checkpoints have theirs in §9).
-REPORTERS = ["ledger/core/verify.py", "ledger/core/bundle.py", "ledger/core/proofs.py", "ledger/db/verification.py"]
+REPORTERS = [
+    "ledger/core/verify.py",
+    "ledger/core/bundle.py",
+    "ledger/core/proofs.py",
+    "ledger/core/stored_tree.py",
+    "ledger/db/verification.py",
+]
 ERRORS = {"VerificationError", "InclusionError", "ConsistencyError", "ReceiptError", "BundleError", "SignatureError"}
 
 
@@ -34,7 +40,7 @@ def reported_checks(path: str) -> dict[str, set[str]]:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             if node.func.id == "Failure" and len(node.args) > 2:
                 found["chain"].update(_constants(node.args[2]))
-            elif node.func.id in ERRORS and node.args:
+            elif node.func.id in ERRORS | {"NoteError"} and node.args:
                 found["offline"].update(_constants(node.args[0]))
         elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "reason" for t in node.targets):
             found["chain" if path.endswith("verify.py") else "offline"].update(_constants(node.value))
@@ -70,7 +76,7 @@ def test_every_offline_check_is_named_in_the_format() -> None:
     for path in REPORTERS:
         offline = reported_checks(path)["offline"]
         assert offline <= documented, (path, sorted(offline - documented))
-        assert offline or path.endswith("verify.py") or path.endswith("verification.py"), path
+        assert offline or path.endswith(("verify.py", "verification.py", "stored_tree.py")), path
 
 
 def test_bundles_report_chain_failures_with_the_chain_reasons() -> None:
@@ -96,3 +102,17 @@ def test_the_chain_report_keeps_its_json_members() -> None:
     # GET /audit/verify and `ledger verify` print these; users parse them.
     encoded = msgspec.json.encode(Failure(1, None, "batch_hash_mismatch", "…"))
     assert encoded == b'{"batch_seq":1,"entry":null,"reason":"batch_hash_mismatch","detail":"\xe2\x80\xa6"}'
+
+
+def test_every_check_the_code_can_report_is_in_the_vocabulary_and_section_13_lists_exactly_them() -> None:
+    """Issue 19: the spec's list is what the code reports. Every module that can raise or
+    return a verification failure is read, the pure core whole."""
+    paths = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "ledger" / "core").rglob("*.py"))]
+    paths += ["ledger/db/verification.py", "ledger/db/checkpoints.py", "ledger/cli/offline.py"]
+    in_code: set[str] = set()
+    for path in paths:
+        found = reported_checks(path)
+        in_code |= found["chain"] | found["offline"]
+    in_spec = table_names(section("13"))
+    assert in_code == set(CHECKS), (sorted(in_code - set(CHECKS)), sorted(set(CHECKS) - in_code))
+    assert in_spec == set(CHECKS), (sorted(in_spec - set(CHECKS)), sorted(set(CHECKS) - in_spec))

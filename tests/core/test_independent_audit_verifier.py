@@ -1,9 +1,11 @@
 """An independent verifier of checkpoints, proofs and bundles, written only from
-docs/ledger-format.md §3, §5, §6 and §8-§12.
+docs/ledger-format.md §3, §5, §6 and §8-§12 (and, for bundles.json, revision 4: §6.1 in
+bundles, §6.2, §12's partial bundles and kept checkpoints).
 
 It imports nothing from `ledger`: hashlib, base64, json and `cryptography` (for Ed25519)
-only. It must accept every vector of audit.json whose want_error is null and reject every
-other one with the check the document names.
+only, and the §4.4 review rules of the other independent verifier. It must accept every
+vector of audit.json and bundles.json whose want_error is null and reject every other one
+with the check (and, where the vector names one, the batch and entry) the document names.
 """
 
 from __future__ import annotations
@@ -18,13 +20,18 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from tests.core.test_independent_verifier import review_valid
+
 V = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "audit.json").read_text(encoding="utf-8"))
+B = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "bundles.json").read_text(encoding="utf-8"))
 
 
 class Fail(Exception):
-    def __init__(self, check: str) -> None:
+    def __init__(self, check: str, batch: int | None = None, entry: int | None = None) -> None:
         super().__init__(check)
         self.check = check
+        self.batch = batch
+        self.entry = entry
 
 
 def sha(data: bytes) -> bytes:
@@ -270,11 +277,17 @@ def verify_bundle(lines: list[str], vkeys: list[str], olds: list[str]) -> None: 
     i = 1
     records = batches = 0
     assets: dict[int, tuple[str, list[bytes]]] = {}
+    # §6.1, and §12: from F > 0, corrections linked before F may be pending at the start.
+    pending: list[bytes] = []
+    pending_from = 0
+    earlier_unknown = start["from"] > 0
 
     def check_old() -> None:
         while kept and kept[0][1] <= size:
             _, s, r = kept.pop(0)
-            if s < size or r != compact_root():
+            if s < size:
+                raise Fail("old_checkpoint")  # before the bundle's start
+            if r != compact_root():
                 raise Fail("consistency")
 
     check_old()
@@ -318,10 +331,36 @@ def verify_bundle(lines: list[str], vkeys: list[str], olds: list[str]) -> None: 
             leaves = [leaf(e) for e in entries]
             if mth(leaves).hex() != header["batch_hash"]:
                 raise Fail("batch_hash_mismatch")
+            seq = header["seq"]
             link = sha(prev + canon({**header, "v": 1}))
             if link.hex() != line["chain_hash"]:
-                raise Fail("chain_hash_mismatch")
+                raise Fail("chain_hash_mismatch", seq)
             prev = link
+            if header["kind"] == "assets" and header["manifest_sha256"] is None:
+                if not pending:
+                    pending_from = seq
+                pending += leaves
+            elif header["kind"] == "review":
+                commits = []
+                for n, e in enumerate(entries):
+                    if not review_valid(e):
+                        raise Fail("review_malformed", seq, n)
+                    c = json.loads(e)["correction"]
+                    if c is not None and c["outcome"] == "committed":
+                        commits.append((n, bytes.fromhex(c["record_hash"])))
+                        if not earlier_unknown and (not pending or pending.pop(0) != commits[-1][1]):
+                            raise Fail("review_correction_mismatch", seq, n)
+                if earlier_unknown:
+                    for n, h in commits[max(0, len(commits) - len(pending)) :]:
+                        if pending.pop(0) != h:
+                            raise Fail("review_correction_mismatch", seq, n)
+                if pending:
+                    raise Fail("corrections_unaccounted", seq)
+                earlier_unknown = False
+            else:
+                if pending:
+                    raise Fail("corrections_unaccounted", pending_from)
+                earlier_unknown = False
             if header["kind"] == "assets":
                 assets[header["seq"]] = (header["batch_hash"], leaves)
             elif header["kind"] == "receipt":
@@ -332,14 +371,17 @@ def verify_bundle(lines: list[str], vkeys: list[str], olds: list[str]) -> None: 
                         raise Fail("outcome_out_of_place")
                     outcomes.append(parsed[i]["outcome"].encode())
                     i += 1
-                committed = []
+                committed: list[bytes] | None = []
+                places: list[tuple[int, int]] = []
                 for b in receipt["batches"]:
                     if b["seq"] <= start["from"]:
                         committed = None
                         break
                     if assets.get(b["seq"], ("",))[0] != b["batch_hash"]:
-                        raise Fail("receipt_batch_mismatch")
+                        raise Fail("receipt_batch_mismatch", seq, 0)
+                    assert committed is not None
                     committed.extend(assets[b["seq"]][1])
+                    places += [(b["seq"], n) for n in range(len(assets[b["seq"]][1]))]
                 if len(outcomes) != receipt["rows"]["total"]:
                     raise Fail("outcomes_count_mismatch")
                 if mth([leaf(o) for o in outcomes]).hex() != receipt["outcomes_root"]:
@@ -348,7 +390,11 @@ def verify_bundle(lines: list[str], vkeys: list[str], olds: list[str]) -> None: 
                     bytes.fromhex(o["record_hash"]) for o in map(json.loads, outcomes) if o["outcome"] == "committed"
                 ]
                 if committed is not None and recorded != committed:
-                    raise Fail("entry_not_as_recorded")
+                    # §12: named at the first asset entry whose committed row differs
+                    at = next((n for n, h in enumerate(committed) if n >= len(recorded) or recorded[n] != h), None)
+                    if at is None:  # more committed rows than asset entries
+                        raise Fail("entry_not_as_recorded", seq, 0)
+                    raise Fail("entry_not_as_recorded", *places[at])
             compact_append(tree_leaf(header))
             batches += 1
             records += len(entries)
@@ -362,6 +408,8 @@ def verify_bundle(lines: list[str], vkeys: list[str], olds: list[str]) -> None: 
             raise Fail("bundle_format")
     if not ended or size != start["to"]:
         raise Fail("bundle_truncated")
+    if pending:
+        raise Fail("corrections_unaccounted", pending_from)
     if trusted_at != start["to"]:
         raise Fail("checkpoint_missing")
     if kept:
@@ -425,3 +473,61 @@ def test_consistency_proofs(v: dict[str, Any]) -> None:
 def test_bundles(v: dict[str, Any]) -> None:
     check = run(lambda: verify_bundle(v["lines"], [V["key"]["verifier_key"]], v["old_checkpoints"]))
     assert check == v["want_error"]
+
+
+# Revision 4: bundles.json
+
+
+def failure_of(check: Any) -> dict[str, Any] | None:
+    try:
+        check()
+    except Fail as exc:
+        return {"check": exc.check, "batch_seq": exc.batch, "entry": exc.entry}
+    return None
+
+
+@pytest.mark.parametrize("v", B["bundles"], ids=lambda v: v["name"])
+def test_bundles_with_reviews(v: dict[str, Any]) -> None:
+    got = failure_of(lambda: verify_bundle(v["lines"], [V["key"]["verifier_key"]], v["old_checkpoints"]))
+    want = v["want_error"]
+    if want is None or want["batch_seq"] is None:
+        assert (got or {}).get("check") == (want or {}).get("check")
+    else:
+        assert got == want
+
+
+def stored_tree(v: dict[str, Any], vkeys: list[str]) -> tuple[int, int | None, str] | None:
+    """§6.2: each stored tree leaf is the header's; each stored checkpoint, opened with a key
+    the service registered, signs the root of the headers at its size, and its stored root and
+    compact range are that tree's."""
+    leaves: list[bytes] = []
+    checkpoints = list(v["checkpoints"])
+    for header, stored in zip(v["headers"], v["stored_leaves"], strict=True):
+        tl = tree_leaf(header)
+        if stored != tl.hex():
+            return (header["seq"], None, "tree_state_mismatch")
+        leaves.append(tl)
+        while checkpoints and checkpoints[0]["tree_size"] == len(leaves):
+            c = checkpoints.pop(0)
+            size = len(leaves)
+            try:
+                _, signed_size, signed_root = checkpoint(c["note"], vkeys)
+            except Fail:
+                return (size, None, "checkpoint_mismatch")
+            if (signed_size, signed_root) != (size, mth(leaves)):
+                return (size, None, "checkpoint_mismatch")
+            compact, rest = [], list(leaves)
+            while rest:  # §12's compact range: the perfect subtrees, largest first
+                k = 1 << (len(rest).bit_length() - 1)
+                compact.append(mth(rest[:k]))
+                rest = rest[k:]
+            if c["root_hash"] != mth(leaves).hex() or c["tree_state"] != b"".join(compact).hex():
+                return (size, None, "tree_state_mismatch")
+    return None
+
+
+@pytest.mark.parametrize("v", B["stored_tree"], ids=lambda v: v["name"])
+def test_stored_tree(v: dict[str, Any]) -> None:
+    want = v["want_failure"]
+    expected = None if want is None else (want["batch_seq"], want["entry"], want["reason"])
+    assert stored_tree(v, [V["key"]["verifier_key"]]) == expected

@@ -25,6 +25,7 @@ from ledger.core.bundle import (
     encode_line,
     verify_bundle,
 )
+from ledger.core.canonical import encode as canonical_encode
 from ledger.core.checkpoint import Checkpoint, parse_body, sign_checkpoint
 from ledger.core.failures import VerificationError
 from ledger.core.hashing import leaf_hash, sha256
@@ -432,3 +433,273 @@ def audit_vectors() -> dict[str, Any]:
         "consistency_proofs": _consistency_vectors(),
         "bundles": _bundle_vectors(),
     }
+
+
+# --- vectors: tests/vectors/bundles.json (document revision 4) ------------------------------
+
+
+def relink_bundle(lines: Sequence[bytes], signer: Signer) -> list[bytes]:
+    """What an operator holding the signing key (or a buggy server) can do to a bundle it
+    changed: recompute every batch hash, every receipt's list of batch hashes, every chain link
+    and tree root, and sign every checkpoint line again. Only rules that hash nothing (§6.1,
+    the receipt's account of its rows) can then tell."""
+    parsed = [msgspec.json.decode(line) for line in lines]
+    start = parsed[0]
+    prefix = CompactRange(start["from"], [bytes.fromhex(h) for h in start["prefix"]])
+    prev = bytes.fromhex(start["prev_chain_hash"])
+    hashes: dict[int, str] = {}
+    out: list[bytes] = [lines[0]]
+    i = 1
+    while i < len(parsed):
+        line = parsed[i]
+        if line["type"] == "checkpoint":
+            note = sign_checkpoint(Checkpoint(origin=start["origin"], size=prefix.size, root=prefix.root()), signer)
+            out.append(encode_line(CheckpointLine(note=note)))
+            i += 1
+            continue
+        if line["type"] != "batch":
+            out.append(lines[i])
+            i += 1
+            continue
+        header = msgspec.convert(line["header"], records.BatchHeader)
+        i += 1
+        record_lines = []
+        while i < len(parsed) and parsed[i]["type"] == "record":
+            record = parsed[i]["record"].encode()
+            if header.kind == "receipt":
+                receipt = msgspec.json.decode(record)
+                receipt["batches"] = [{"batch_hash": hashes[b["seq"]], "seq": b["seq"]} for b in receipt["batches"]]
+                record = canonical_encode(receipt)
+            record_lines.append(record)
+            i += 1
+        header = msgspec.structs.replace(
+            header, batch_hash=root([leaf_hash(r) for r in record_lines]).hex(), records=len(record_lines)
+        )
+        hashes[header.seq] = header.batch_hash
+        prev = records.chain_hash(prev, records.encode_header(header))
+        prefix.append(tree_leaf(header))
+        out.append(encode_line(BatchLine(header=header, chain_hash=prev.hex())))
+        out += [encode_line(RecordLine(seq=header.seq, idx=n, record=r.decode())) for n, r in enumerate(record_lines)]
+    return out
+
+
+def _stored_to_synth(batches: Sequence[dict[str, Any]]) -> list[SynthBatch]:
+    """The stored-batch form of generate.py's ledgers (hex entries) as SynthBatch."""
+    return [
+        SynthBatch(
+            header=records.BatchHeader(**b["header"]),
+            chain_hash=bytes.fromhex(b["chain_hash"]),
+            records=[bytes.fromhex(e["record_hex"]) for e in b["entries"]],
+            outcomes=None if b["outcomes_hex"] is None else [bytes.fromhex(o) for o in b["outcomes_hex"]],
+        )
+        for b in batches
+    ]
+
+
+def _failure_of(lines: Sequence[bytes], olds: Sequence[str]) -> dict[str, Any] | None:
+    """The check and place a bundle fails, as verify_bundle reports them; None when it passes."""
+    trusted = [TEST_SIGNER.verifier]
+    try:
+        verify_bundle(lines, trusted, old_checkpoints=[read_checkpoint(o, trusted) for o in olds])
+    except VerificationError as exc:
+        return {"check": exc.check, "batch_seq": exc.place.batch_seq, "entry": exc.place.entry}
+    return None
+
+
+def _edit_record(lines: list[bytes], seq: int, idx: int, change: Any) -> list[bytes]:
+    """``lines`` with record ``idx`` of batch ``seq`` rewritten by ``change`` (on its JSON),
+    canonically, and nothing else changed."""
+    out = []
+    for line in lines:
+        parsed = msgspec.json.decode(line)
+        if parsed["type"] == "record" and (parsed["seq"], parsed["idx"]) == (seq, idx):
+            value = msgspec.json.decode(parsed["record"].encode())
+            change(value)
+            line = encode_line(RecordLine(seq=seq, idx=idx, record=canonical_encode(value).decode()))
+        out.append(line)
+    return out
+
+
+def _drop_batches_after(lines: list[bytes], size: int) -> list[bytes]:
+    """The bundle cut after batch ``size`` (its ``to`` and end line made to match)."""
+    out: list[bytes] = []
+    records_count = 0
+    for line in lines:
+        parsed = msgspec.json.decode(line)
+        kind = parsed["type"]
+        if kind == "bundle":
+            parsed["to"] = size
+            out.append(canonical_encode(parsed) + b"\n")
+        elif kind == "end":
+            out.append(encode_line(EndLine(batches=size - msgspec.json.decode(out[0])["from"], records=records_count)))
+        elif (
+            parsed.get("seq", 0) > size
+            or (kind == "batch" and parsed["header"]["seq"] > size)
+            or (kind == "checkpoint" and parse_body(parsed["note"].rpartition("\n\n")[0] + "\n").size > size)
+        ):
+            continue
+        else:
+            records_count += kind == "record"
+            out.append(line)
+    return out
+
+
+def stored_tree_vectors(batches: Sequence[SynthBatch]) -> list[dict[str, Any]]:
+    """§6.2: the service's stored tree leaves and checkpoints against the headers."""
+    leaves = tree_leaves(batches)
+
+    def stored_checkpoint(size: int, state_leaves: Sequence[bytes], note_leaves: Sequence[bytes]) -> dict[str, Any]:
+        tree = CompactRange()
+        for leaf in state_leaves[:size]:
+            tree.append(leaf)
+        note = sign_checkpoint(Checkpoint(origin=ORIGIN, size=size, root=root(list(note_leaves[:size]))), TEST_SIGNER)
+        return {
+            "tree_size": size,
+            "note": note,
+            "root_hash": tree.root().hex(),
+            "tree_state": b"".join(tree.nodes).hex(),
+        }
+
+    rewritten = synth_ledger([3, 2], batch_rows=2)
+    rewritten[0] = msgspec.structs.replace(rewritten[0], records=[asset(0, prefix="X"), *rewritten[0].records[1:]])
+    forged_headers = [
+        msgspec.structs.replace(b.header, batch_hash=root([leaf_hash(r) for r in b.records]).hex()) for b in rewritten
+    ]
+    forged_leaves = [tree_leaf(h) for h in forged_headers]
+
+    def case(
+        name: str,
+        headers: Sequence[records.BatchHeader],
+        stored: Sequence[bytes],
+        checkpoints: list[dict[str, Any]],
+    ) -> dict[str, Any]:
+        from ledger.core.stored_tree import StoredCheckpointState, TreeCheck
+
+        check = TreeCheck([TEST_SIGNER.verifier])
+        states = [
+            StoredCheckpointState(
+                id=n,
+                tree_size=c["tree_size"],
+                note=c["note"],
+                root_hash=bytes.fromhex(c["root_hash"]),
+                tree_state=bytes.fromhex(c["tree_state"]),
+            )
+            for n, c in enumerate(checkpoints, start=1)
+        ]
+        failure = None
+        for h, leaf in zip(headers, stored, strict=True):
+            failure = check.batch(h, leaf)
+            while failure is None and states and states[0].tree_size == h.seq:
+                failure = check.checkpoint(states.pop(0))
+            if failure is not None:
+                break
+        return {
+            "name": name,
+            "headers": [msgspec.to_builtins(h) for h in headers],
+            "stored_leaves": [leaf.hex() for leaf in stored],
+            "checkpoints": checkpoints,
+            "want_failure": None
+            if failure is None
+            else {"batch_seq": failure.batch_seq, "entry": failure.entry, "reason": failure.reason},
+        }
+
+    headers = [b.header for b in batches]
+    genuine = [stored_checkpoint(3, leaves, leaves), stored_checkpoint(5, leaves, leaves)]
+    return [
+        case("as the service stores it", headers, leaves, genuine),
+        case(
+            "records, leaves, batch, chain hashes and tree state rewritten; the signed notes kept",
+            forged_headers,
+            forged_leaves,
+            [stored_checkpoint(3, forged_leaves, leaves), stored_checkpoint(5, forged_leaves, leaves)],
+        ),
+        case("a stored tree leaf differs from its header's", headers, [forged_leaves[0], *leaves[1:]], genuine),
+        case(
+            "the compact range stored with a checkpoint is not the tree's",
+            headers,
+            leaves,
+            [stored_checkpoint(3, forged_leaves, leaves), genuine[1]],
+        ),
+        case(
+            "a checkpoint signed by a key the service never registered",
+            headers,
+            leaves,
+            [genuine[0], {**genuine[1], "note": checkpoint_note(batches, 5, OTHER_SIGNER)}],
+        ),
+    ]
+
+
+def bundle_vectors() -> dict[str, Any]:
+    """Bundles of ledgers with corrections, reviews and transfers (§6.1 applied to bundles, §12),
+    partial bundles, kept checkpoints outside the range; and the §6.2 stored-tree cases."""
+    from tests.vectors.generate import review_vectors, transfer_vectors
+
+    review = _stored_to_synth(review_vectors()["ledger"])  # 1-3 import, 4 correction, 5-6 reviews
+    transfer = _stored_to_synth(transfer_vectors()["ledger"])  # 1-3 import, 4 correction, 5 review
+    full = list(bundle_lines(review, 0, 6, [3, 5, 6]))
+    from_3 = list(bundle_lines(review, 3, 6, [6]))
+
+    def relinked(lines: list[bytes]) -> list[bytes]:
+        return relink_bundle(lines, TEST_SIGNER)
+
+    def set_member(name: str, value: Any) -> Any:
+        return lambda r: r.__setitem__(name, value)
+
+    cases: list[tuple[str, list[bytes], list[str]]] = [
+        ("corrections and reviews", full, []),
+        ("a transfer", list(bundle_lines(transfer, 0, 5, [3, 5])), []),
+        ("from size 3: starts with the correction", list(bundle_lines(review, 3, 6, [5, 6])), []),
+        (
+            "from size 4: starts with the review batch of a correction before it",
+            list(bundle_lines(review, 4, 6, [6])),
+            [],
+        ),
+        ("from size 3, with the checkpoint at size 3", list(bundle_lines(review, 3, 6, [3, 6])), []),
+        (
+            "from size 3, a checkpoint counting only the bundle's batches",
+            [from_3[0], encode_line(CheckpointLine(note=checkpoint_note(review, 0))), *from_3[1:]],
+            [],
+        ),
+        (
+            "relinked and re-signed: a correction's values changed",
+            relinked(_edit_record(full, 4, 0, lambda r: r["data"].__setitem__("quantity", 20))),
+            [],
+        ),
+        (
+            "relinked and re-signed: a dismissal's note emptied",
+            relinked(_edit_record(full, 5, 1, set_member("note", ""))),
+            [],
+        ),
+        ("relinked and re-signed: the review batch dropped", relinked(_drop_batches_after(full, 4)), []),
+        (
+            "relinked and re-signed: a transfer without its labs",
+            relinked(_edit_record(list(bundle_lines(transfer, 0, 5, [3, 5])), 5, 0, lambda r: r.pop("transfer"))),
+            [],
+        ),
+        (
+            "relinked and re-signed: a committed record rewritten, its receipt's batch hashes too",
+            relinked(_edit_record(full, 1, 1, lambda r: r["data"].__setitem__("quantity", 99))),
+            [],
+        ),
+        (
+            "a kept checkpoint before the bundle's start",
+            list(bundle_lines(review, 3, 6, [6])),
+            [checkpoint_note(review, 2)],
+        ),
+        (
+            "a kept checkpoint beyond the bundle's end",
+            list(bundle_lines(review, 0, 5, [5])),
+            [checkpoint_note(review, 6)],
+        ),
+    ]
+    bundles = []
+    for name, lines, olds in cases:
+        bundles.append(
+            {
+                "name": name,
+                "lines": [line.decode() for line in lines],
+                "old_checkpoints": olds,
+                "want_error": _failure_of(lines, olds),
+            }
+        )
+    return {"bundles": bundles, "stored_tree": stored_tree_vectors(VECTOR_LEDGER)}

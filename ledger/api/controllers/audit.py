@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Controller, get, post
+from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
 from litestar.params import QueryParameter
 from litestar.response import Stream
 
 from ledger.api.guards import admins, auditors
 from ledger.api.inputs import INT64_MAX, Count, OptionalCount, PathId
+from ledger.api.openapi import openapi_opt
 from ledger.api.state import AppState
 from ledger.core.proofs import ConsistencyProof, EntryProof
 from ledger.core.verify import VerifyReport
@@ -45,7 +47,7 @@ class AuditController(Controller):
     async def latest_checkpoint(self, ledger: NamedDependency[AppState]) -> StoredCheckpoint:
         return await service.latest_checkpoint(ledger.db, ledger.signing)
 
-    @get("/checkpoints", summary="Checkpoints with tree sizes in from..to", guards=[auditors])
+    @get("/checkpoints", summary="Checkpoints with tree sizes in from..to", guards=[auditors], opt=openapi_opt((422,)))
     async def checkpoints(
         self,
         ledger: NamedDependency[AppState],
@@ -55,9 +57,24 @@ class AuditController(Controller):
     ) -> list[StoredCheckpoint]:
         return await service.list_checkpoints(ledger.db, from_, to, limit)
 
-    @post("/checkpoints", summary="Sign a checkpoint of the current head now (admin)", status_code=201, guards=[admins])
-    async def create_checkpoint(self, ledger: NamedDependency[AppState]) -> StoredCheckpoint:
-        return await service.create_checkpoint(ledger.db, ledger.signing)
+    @post(
+        "/checkpoints",
+        summary="Sign a checkpoint of the current head now (admin)",
+        status_code=201,
+        guards=[admins],
+        responses={
+            200: ResponseSpec(
+                StoredCheckpoint, description="The latest checkpoint already states this head with this key: that one"
+            )
+        },
+    )
+    async def create_checkpoint(self, ledger: NamedDependency[AppState]) -> Response[StoredCheckpoint]:
+        checkpoint, created = await service.request_checkpoint(ledger.db, ledger.signing)
+        return Response(checkpoint, status_code=201 if created else 200)
+
+    @get("/batches/{seq:int}", summary="One batch: header, chain hash, entry ids and types", guards=[auditors])
+    async def batch(self, seq: PathId, ledger: NamedDependency[AppState]) -> service.BatchListing:
+        return await service.batch_listing(ledger.db, seq)
 
     @get(
         "/proofs/entries/{entry_id:int}",
@@ -67,7 +84,12 @@ class AuditController(Controller):
     async def entry_proof(self, entry_id: PathId, ledger: NamedDependency[AppState]) -> EntryProof:
         return await service.entry_proof(ledger.db, ledger.signing, entry_id)
 
-    @get("/proofs/consistency", summary="Consistency proof between two tree sizes", guards=[auditors])
+    @get(
+        "/proofs/consistency",
+        summary="Consistency proof between two tree sizes",
+        guards=[auditors],
+        opt=openapi_opt((422,)),
+    )
     async def consistency(
         self,
         ledger: NamedDependency[AppState],
@@ -76,7 +98,13 @@ class AuditController(Controller):
     ) -> ConsistencyProof:
         return await service.consistency_proof(ledger.db, ledger.signing, from_, to)
 
-    @get("/export", summary="JSON Lines bundle of headers, records, row outcomes and checkpoints", guards=[auditors])
+    @get(
+        "/export",
+        summary="JSON Lines bundle of headers, records, row outcomes and checkpoints",
+        guards=[auditors],
+        media_type="application/x-ndjson",
+        opt=openapi_opt((422,)),
+    )
     async def export(
         self,
         ledger: NamedDependency[AppState],
