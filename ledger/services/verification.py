@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from ledger.core.verify import VerifyReport
 from ledger.db.head import Head, get_head
 from ledger.db.verification import verify_ledger
 
-__all__ = ["VERIFY_WORKERS", "Head", "head", "verify"]
+__all__ = ["VERIFY_WORKERS", "Head", "VerifyState", "head", "start", "state", "verify"]
 
 # Processes that verify a large ledger in parallel ranges.
 VERIFY_WORKERS = min(4, os.cpu_count() or 1)
@@ -20,6 +22,16 @@ VERIFY_WORKERS = min(4, os.cpu_count() or 1)
 # One verification at a time per server (per pool): a caller that comes while one runs waits
 # for it and gets its report, rather than starting VERIFY_WORKERS more processes.
 _running: dict[asyncpg.Pool[Any], asyncio.Task[VerifyReport]] = {}
+# The last report each server finished, and when: what a page shows while it polls.
+_last: dict[asyncpg.Pool[Any], tuple[VerifyReport, datetime]] = {}
+
+
+class VerifyState(msgspec.Struct, frozen=True):
+    """Whether a verification runs now, and the last one's report (None before the first)."""
+
+    running: bool
+    report: VerifyReport | None
+    finished_at: datetime | None
 
 
 async def head(pool: asyncpg.Pool[Any]) -> Head:
@@ -31,9 +43,9 @@ async def _verify(pool: asyncpg.Pool[Any], database_url: str) -> VerifyReport:
         return await verify_ledger(conn, database_url=database_url, workers=VERIFY_WORKERS)
 
 
-async def verify(pool: asyncpg.Pool[Any], database_url: str) -> VerifyReport:
-    """Recompute every record hash, batch root and chain link (large ledgers in parallel ranges).
-    Shared: while a verification runs, every caller gets that one's report."""
+def start(pool: asyncpg.Pool[Any], database_url: str) -> asyncio.Task[VerifyReport]:
+    """The verification running now, started if none is. It runs to its end whoever waits for
+    it: a page starts it and polls (a 1M-record ledger takes seconds), an API call awaits it."""
     task = _running.get(pool)
     if task is None:
         task = asyncio.ensure_future(_verify(pool, database_url))
@@ -42,9 +54,26 @@ async def verify(pool: asyncpg.Pool[Any], database_url: str) -> VerifyReport:
         def forget(done: asyncio.Task[VerifyReport]) -> None:
             if _running.get(pool) is done:
                 del _running[pool]
-            if not done.cancelled():
-                done.exception()  # retrieved: the callers that are still there re-raise it
+            if done.cancelled():
+                return
+            if done.exception() is None:  # retrieved: the callers still waiting re-raise it
+                _last[pool] = (done.result(), datetime.now(UTC))
 
         task.add_done_callback(forget)
+    return task
+
+
+def state(pool: asyncpg.Pool[Any]) -> VerifyState:
+    last = _last.get(pool)
+    return VerifyState(
+        running=pool in _running,
+        report=None if last is None else last[0],
+        finished_at=None if last is None else last[1],
+    )
+
+
+async def verify(pool: asyncpg.Pool[Any], database_url: str) -> VerifyReport:
+    """Recompute every record hash, batch root and chain link (large ledgers in parallel ranges).
+    Shared: while a verification runs, every caller gets that one's report."""
     # A caller that goes away (a closed connection) does not cancel the others' verification.
-    return await asyncio.shield(task)
+    return await asyncio.shield(start(pool, database_url))

@@ -498,6 +498,8 @@ MATRIX: list[Row] = [
         Malformed(get("/ui/audit", asset_id="a\x01b"), admin=400), via=SESSION),
     row("GET",    "/ui/audit/verify",                   (303, 303, 303, 303, 200, 200, 200, 403, 403),
         get("/ui/audit/verify"), via=SESSION),
+    row("GET",    "/ui/audit/verification",             (303, 303, 303, 303, 200, 200, 200, 403, 403),
+        get("/ui/audit/verification"), via=SESSION),
     row("GET",    "/ui/tokens",                         (303, 303, 303, 303, 200, 403, 403, 403, 403),
         get("/ui/tokens"), via=SESSION),
     row("POST",   "/ui/tokens",                         (401, 401, 401, 401, 201, 403, 403, 403, 403),

@@ -4,6 +4,7 @@ the proofs the API serves, through the session cookie."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
 from typing import Any
@@ -46,10 +47,23 @@ async def test_the_audit_page_shows_the_apis_head_checkpoint_and_keys(api: Api) 
         assert exported.status_code == 200 and exported.text.count('"record"') >= 1
 
 
+async def verified(user: Any) -> Any:
+    """ "Verify chain", then the page it refreshes to until the report is there (a verification
+    that takes longer than the page waits is polled, as the browser's refresh does)."""
+    answer = await user.get("/ui/audit/verify")
+    for _ in range(100):
+        if "Verifying the chain" not in answer.text:
+            return answer
+        assert '<meta http-equiv="refresh" content="1; url=/ui/audit/verification">' in answer.text
+        await asyncio.sleep(0.1)
+        answer = await user.get("/ui/audit/verification")
+    raise AssertionError("the verification did not finish")
+
+
 async def test_verify_chain_says_intact_or_names_the_first_failure(api: Api, db: Any) -> None:
     await api.run(CLEAN)
     async with await sign_in(api.client, api.tokens["auditor"]) as user:
-        intact = await user.get("/ui/audit/verify")
+        intact = await verified(user)
         assert intact.status_code == 200
         report = (await api.get("/audit/verify", role="auditor")).json()
         said = " ".join(_text(intact.text).split())
@@ -67,7 +81,7 @@ async def test_verify_chain_says_intact_or_names_the_first_failure(api: Api, db:
             """
         )
         await db.execute("SET session_replication_role = DEFAULT")
-        broken = await user.get("/ui/audit/verify")
+        broken = await verified(user)
         assert broken.status_code == 200
         said = " ".join(_text(broken.text).split())
         assert "Chain broken. First failure: Batch 1 Entry 2 Check leaf_hash_mismatch" in said
@@ -90,3 +104,27 @@ async def test_an_assets_revisions_each_link_to_their_proof(api: Api) -> None:
         assert unknown.status_code == 200 and "no asset &#39;NO-SUCH-ASSET&#39; visible to you" in unknown.text
         control = await user.get("/ui/audit?asset_id=a%00b")
         assert control.status_code == 400
+
+
+async def test_a_long_verification_is_polled_not_waited_for(api: Api, monkeypatch: Any) -> None:
+    """A page request never holds the connection for a whole verification (seconds for a 1M
+    ledger): past a short wait the page says "Verifying" and refreshes itself."""
+    from ledger.services import verification
+
+    await api.run(CLEAN)
+    gate = asyncio.Event()
+    real = verification._verify
+
+    async def slow(pool: Any, database_url: str) -> Any:
+        await gate.wait()
+        return await real(pool, database_url)
+
+    monkeypatch.setattr(verification, "_verify", slow)
+    async with await sign_in(api.client, api.tokens["auditor"]) as user:
+        started = await user.get("/ui/audit/verify")
+        assert started.status_code == 200
+        assert "Verifying the chain" in started.text and 'role="status"' in started.text
+        assert "Verifying the chain" in (await user.get("/ui/audit/verification")).text
+        gate.set()
+        done = await verified(user)
+        assert "Chain intact" in done.text and "Verified at" in done.text

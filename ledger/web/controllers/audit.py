@@ -5,6 +5,8 @@ API's /audit and /assets answer with (ledger.services.verification, .audit_trail
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,7 +14,6 @@ from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.response import Template
 
-from ledger.core.verify import VerifyReport
 from ledger.errors import NotFound, Unavailable
 from ledger.services import assets, audit_trail, verification
 from ledger.web.nav import AUDIT
@@ -25,6 +26,9 @@ __all__ = ["AuditPages", "age"]
 PROOF_PATH = "/audit/proofs/entries/{entry_id}"
 EXPORT_PATH = "/audit/export"
 _UNITS = ((86_400, "day"), (3_600, "hour"), (60, "minute"), (1, "second"))
+# How long "Verify chain" waits for the report before it answers "verifying" and lets the page
+# poll: a small ledger's report comes at once, a page request never waits for a large one.
+VERIFY_WAIT_SECONDS = 0.05
 
 
 def age(then: datetime, now: datetime | None = None) -> str:
@@ -50,12 +54,27 @@ class AuditPages(Controller):
 
     @get("/verify")
     async def verify(self, page: NamedDependency[Page]) -> Template:
+        """Start a verification (or join the running one). A small ledger's report is on this
+        page at once; a large one's takes seconds, and the page says so and refreshes itself
+        (/ui/audit/verification) instead of holding the request for all that time."""
         ledger = page.ledger
-        report = await verification.verify(ledger.db, ledger.database_url)
-        return await self._render(page, report=report)
+        task = verification.start(ledger.db, ledger.database_url)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), VERIFY_WAIT_SECONDS)
+        return await self._render(page, verifying=verification.state(ledger.db))
+
+    @get("/verification")
+    async def verification_state(self, page: NamedDependency[Page]) -> Template:
+        """The running verification, or the last one's report."""
+        return await self._render(page, verifying=verification.state(page.ledger.db))
 
     async def _render(
-        self, page: Page, *, report: VerifyReport | None = None, asset_id: str = "", grant_code: str = ""
+        self,
+        page: Page,
+        *,
+        verifying: verification.VerifyState | None = None,
+        asset_id: str = "",
+        grant_code: str = "",
     ) -> Template:
         assert page.principal is not None
         ledger = page.ledger
@@ -82,7 +101,9 @@ class AuditPages(Controller):
             checkpoint_age=age(checkpoint.created_at) if checkpoint else None,
             keys=keys,
             key=current.verifier_key if current else "KEY",
-            report=report,
+            report=None if verifying is None or verifying.running else verifying.report,
+            verifying=verifying is not None and verifying.running,
+            verified_at=None if verifying is None else verifying.finished_at,
             search=search,
             proof_path=PROOF_PATH,
             export_path=EXPORT_PATH,
