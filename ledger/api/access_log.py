@@ -2,7 +2,9 @@
 
 It names the route's template, never the raw path (ids in paths are lab data, and a path is
 whatever a client chose to send), ``unmatched`` for a path no route has; the principal is the
-token's id, never the token or any header.
+token's id, never the token or any header. ``request_bytes`` counts the body bytes the app read
+(for an upload cut short, what arrived of it: what a resumed upload sends again is the sum over
+its requests less the file's size).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 
 from ledger.logs import get_logger
 
@@ -38,6 +40,14 @@ class AccessLog:
         started = time.perf_counter()
         # What the client sees when the app raises before answering: the server's own 500.
         status = 500
+        body_bytes = 0
+
+        async def receive_counting() -> ReceiveMessage:
+            nonlocal body_bytes
+            message = await receive()
+            if message["type"] == "http.request":
+                body_bytes += len(message.get("body", b""))
+            return message
 
         async def send_noting(message: Message) -> None:
             nonlocal status
@@ -46,7 +56,7 @@ class AccessLog:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_noting)
+            await self.app(scope, receive_counting, send_noting)
         finally:
             template = scope.get("path_template")
             user = scope.get("user")
@@ -59,6 +69,7 @@ class AccessLog:
                 route=UNMATCHED if template is None else self._routes().get(template, template),
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                request_bytes=body_bytes,
                 principal=None if token_id is None else str(token_id),
                 client=None if not client else client[0],
             )

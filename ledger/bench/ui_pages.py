@@ -95,11 +95,11 @@ def _free_port() -> int:
 class _Server:
     """`ledger serve` on the bench's database, and its access log as it is written."""
 
-    def __init__(self, database_url: str, home: Path) -> None:
+    def __init__(self, database_url: str, home: Path, *, serve_args: tuple[str, ...] = ()) -> None:
         self.port = _free_port()
         env = {**os.environ, "LEDGER_DATABASE_URL": database_url, "LEDGER_HOME": str(home)}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ledger.cli.main", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "ledger.cli.main", "serve", "--port", str(self.port), *serve_args],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -531,6 +531,34 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench_ui.set_defaults(func=cmd_bench_ui)
 
+    bench_upload = sub.add_parser(
+        "bench-upload",
+        help="upload a manifest through the upload page in Chromium (MB/s, the API's peak RSS), with the network "
+        "dropped half-way (bytes the server received), and through tuspy",
+        description="Each run makes a fresh database beside the configured one (LEDGER_DATABASE_URL, or the "
+        "embedded PostgreSQL under LEDGER_HOME), starts `ledger serve --workers 0` on 127.0.0.1 and drives "
+        "Debian's Chromium (LEDGER_CHROMIUM, default /usr/bin/chromium) with Playwright; prints one JSON object.",
+    )
+    bench_upload.add_argument(
+        "--runs",
+        type=_whole(1),
+        default=3,
+        help="runs, each on a fresh database and server; medians are printed (default: %(default)s)",
+    )
+    bench_upload.add_argument(
+        "--megabytes",
+        type=_whole(1, 2_000),
+        default=100,
+        help="size of the large manifest, in MB of 10^6 bytes (default: %(default)s)",
+    )
+    bench_upload.add_argument(
+        "--small-megabytes",
+        type=_whole(1, 2_000),
+        default=10,
+        help="size of the small manifest, whose peak RSS is set beside the large one's (default: %(default)s)",
+    )
+    bench_upload.set_defaults(func=cmd_bench_upload)
+
     from ledger.cli.offline import add_commands
 
     add_commands(sub)
@@ -583,6 +611,7 @@ _COMMAND_VARIABLES: dict[str, tuple[str, ...]] = {
     "serve": VARIABLES,
     "bench": VARIABLES,
     "bench-ui": VARIABLES,
+    "bench-upload": (*VARIABLES, "LEDGER_CHROMIUM"),
     "worker": _WORKER_VARIABLES,
     "status": (*_DATABASE_VARIABLES, "LEDGER_JOB_HEARTBEAT_TIMEOUT"),
     "token create": (*_DATABASE_VARIABLES, "LEDGER_TOKEN_TTL_DAYS"),
@@ -627,6 +656,22 @@ def cmd_bench_ui(settings: Settings, args: argparse.Namespace) -> int:
     # Each run builds and drops its own database beside this one; this one is not touched.
     url, _handle = resolve_database(settings)
     report = run_ui_bench(url, settings.home, runs=args.runs, samples=args.samples, changes=args.changes)
+    print(msgspec.json.encode(report).decode())
+    return 0
+
+
+def cmd_bench_upload(settings: Settings, args: argparse.Namespace) -> int:
+    from ledger.bench.uploads import run_upload_bench
+
+    # Each run builds and drops its own database beside this one; this one is not touched.
+    url, _handle = resolve_database(settings)
+    try:
+        report = run_upload_bench(
+            url, settings.home, runs=args.runs, megabytes=args.megabytes, small_megabytes=args.small_megabytes
+        )
+    except RuntimeError as exc:
+        print(f"ledger bench-upload: {exc}", file=sys.stderr)
+        return 1
     print(msgspec.json.encode(report).decode())
     return 0
 

@@ -52,6 +52,7 @@ async def test_every_request_is_one_line_with_its_route_never_its_path(api: Api,
     assert refused["route"] == known["route"] and refused["principal"] is None
     for line in lines:
         assert isinstance(line["duration_ms"], float) and line["duration_ms"] >= 0
+        assert line["request_bytes"] == 0  # no body
         assert line["client"]  # the test client's address
     # Neither the path as sent nor any token or header is written down.
     text = json.dumps(logs, default=str)
@@ -60,12 +61,14 @@ async def test_every_request_is_one_line_with_its_route_never_its_path(api: Api,
     assert not any(secret in text for secret in api.tokens.values())
 
 
-async def test_an_upload_is_logged_with_its_status(api: Api) -> None:
+async def test_an_upload_is_logged_with_its_status_and_the_bytes_received(api: Api) -> None:
     with capture_logs() as logs:
         response = await api.submit(b"asset_id\n")
     assert response.status_code == 202
     (line,) = _requests(logs)
     assert (line["method"], line["route"], line["status"]) == ("POST", "/imports", 202)
+    # The body as it came, multipart framing and all.
+    assert line["request_bytes"] == len(response.request.content) > len(b"asset_id\n")
 
 
 async def test_the_api_says_when_it_starts_and_stops(database_url: str, tmp_path: Path) -> None:

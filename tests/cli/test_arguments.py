@@ -76,6 +76,7 @@ def test_commands_name_what_they_read() -> None:
     assert "LEDGER_JOB_HEARTBEAT_TIMEOUT" in _help(COMMANDS["ledger status"])
     assert "LEDGER_IMPORT_CHUNK_ROWS" in _help(COMMANDS["ledger worker"])
     assert "environment: none" in _help(COMMANDS["ledger verify-bundle"])
+    assert "LEDGER_CHROMIUM" in _help(COMMANDS["ledger bench-upload"])
 
 
 @pytest.mark.parametrize(
@@ -97,6 +98,9 @@ def test_commands_name_what_they_read() -> None:
         ["bench-ui", "--runs", "0"],
         ["bench-ui", "--samples", "0"],
         ["bench-ui", "--changes", "-1"],
+        ["bench-upload", "--runs", "0"],
+        ["bench-upload", "--megabytes", "0"],
+        ["bench-upload", "--small-megabytes", "2001"],
     ],
 )
 def test_counts_out_of_range_are_refused(args: list[str]) -> None:
