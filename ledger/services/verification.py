@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import concurrent.futures.process
+import multiprocessing
 import os
 from datetime import UTC, datetime
 from typing import Any
@@ -12,6 +15,7 @@ import msgspec
 
 from ledger.core.verify import VerifyReport
 from ledger.db.head import Head, get_head
+from ledger.db.pool import connect
 from ledger.db.verification import verify_ledger
 
 __all__ = ["VERIFY_WORKERS", "Head", "VerifyState", "head", "start", "state", "verify"]
@@ -39,8 +43,37 @@ async def head(pool: asyncpg.Pool[Any]) -> Head:
 
 
 async def _verify(pool: asyncpg.Pool[Any], database_url: str) -> VerifyReport:
-    async with pool.acquire() as conn:
+    # Hashing is CPU-bound Python: in the API's event loop it held every other request for the
+    # whole verification of a small ledger (10,000 records: 200 - 300 ms), and in a thread of
+    # the API's process it still took the GIL from them (a page's p95 145 ms). A process of its
+    # own (kept, so its start-up is paid once) leaves the API's loop free; a large ledger is
+    # split over further processes from there (ledger.db.verification).
+    del pool
+    global _executor
+    if _executor is None:
+        _executor = concurrent.futures.ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn")
+        )
+    try:
+        return await asyncio.get_running_loop().run_in_executor(_executor, _verify_in_process, database_url)
+    except concurrent.futures.process.BrokenProcessPool:
+        _executor = None  # the process died (the OOM killer, say): the next call starts another
+        raise
+
+
+_executor: concurrent.futures.ProcessPoolExecutor | None = None
+
+
+def _verify_in_process(database_url: str) -> VerifyReport:
+    return asyncio.run(_verify_alone(database_url))
+
+
+async def _verify_alone(database_url: str) -> VerifyReport:
+    conn = await connect(database_url, application_name="ledger verify")
+    try:
         return await verify_ledger(conn, database_url=database_url, workers=VERIFY_WORKERS)
+    finally:
+        await conn.close()
 
 
 def start(pool: asyncpg.Pool[Any], database_url: str) -> asyncio.Task[VerifyReport]:
