@@ -562,6 +562,9 @@ def _parser() -> argparse.ArgumentParser:
     from ledger.cli.offline import add_commands
 
     add_commands(sub)
+    from ledger.cli.client import add_commands as add_client_commands
+
+    add_client_commands(sub)
     _describe_environment(parser)
     return parser
 
@@ -628,6 +631,10 @@ def _describe_environment(parser: argparse.ArgumentParser, command: str = "") ->
             parser.epilog = "environment: each subcommand's --help names the LEDGER_* variables it reads."
         elif parser.get_default("offline"):
             parser.epilog = "environment: none; it needs no settings, database or server."
+        elif parser.get_default("client"):
+            from ledger.cli.client import CLIENT_ENVIRONMENT
+
+            parser.epilog = CLIENT_ENVIRONMENT
         else:
             names = _COMMAND_VARIABLES.get(command, _DATABASE_VARIABLES)
             parser.epilog = (
@@ -678,8 +685,8 @@ def cmd_bench_upload(settings: Settings, args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if getattr(args, "offline", False):
-        # Offline verification needs no settings, logging or server package.
+    if getattr(args, "offline", False) or getattr(args, "client", False):
+        # Offline verification and the HTTP client need no settings, logging or server package.
         offline_code: int = args.func(None, args)
         return offline_code
     from ledger.logs import configure_logging

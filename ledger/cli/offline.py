@@ -28,6 +28,7 @@ from ledger.core.proofs import (
     ConsistencyProof,
     EntryProof,
     ReceiptProof,
+    ReceiptVerified,
     decode_document,
     read_checkpoint,
     verify_consistency_proof,
@@ -35,7 +36,7 @@ from ledger.core.proofs import (
     verify_receipt_proof,
 )
 
-__all__ = ["add_commands"]
+__all__ = ["add_commands", "check_receipt", "load_verifiers"]
 
 _READ_BLOCK = 1 << 20
 
@@ -143,10 +144,16 @@ def _file_chunks(path: str) -> Iterator[bytes]:
         raise UsageError(f"cannot read manifest {path}: {exc}") from exc
 
 
+def check_receipt(receipt: str, manifest: str, verifiers: list[Verifier] | None) -> ReceiptVerified:
+    """The receipt in file ``receipt``, once it checks out against the manifest file and the
+    keys (`ledger verify-receipt`, and `ledger submit --receipt` on each receipt it saves)."""
+    proof = decode_document(_read_text(receipt, "receipt"), ReceiptProof, where=receipt)
+    return verify_receipt_proof(proof, verifiers, manifest=_file_chunks(manifest))
+
+
 def cmd_verify_receipt(args: argparse.Namespace) -> int:
     verifiers = trusted_keys(args)
-    proof = decode_document(_read_text(args.receipt, "receipt"), ReceiptProof, where=args.receipt)
-    result = verify_receipt_proof(proof, verifiers, manifest=_file_chunks(args.manifest))
+    result = check_receipt(args.receipt, args.manifest, verifiers)
     r = result.receipt
     print(f"manifest {args.manifest} is the one recorded: sha256 {r.manifest_sha256}")
     print(f"task {r.task_id}, lab {r.lab}, policy {r.policy.name} v{r.policy.version} (sha256 {r.policy.sha256})")

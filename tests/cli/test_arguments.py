@@ -60,8 +60,11 @@ def test_help_names_the_environment(command: str) -> None:
     text = _help(parser)
     assert "environment:" in text
     leaf = not any(isinstance(a, argparse._SubParsersAction) for a in parser._actions)
-    if leaf and not parser.get_default("offline"):
-        # Every command that is not an offline check opens the service's database.
+    if leaf and parser.get_default("client"):
+        # The HTTP client reads where the server is and its token, never the database.
+        assert "LEDGER_URL" in text and "LEDGER_TOKEN" in text and "LEDGER_DATABASE_URL" not in text
+    elif leaf and not parser.get_default("offline"):
+        # Every command that is not an offline check or the client opens the service's database.
         assert "LEDGER_DATABASE_URL" in text and "LEDGER_HOME" in text
 
 

@@ -1,0 +1,353 @@
+"""The client commands, run against a server over HTTP: `ledger submit` and `ledger checkpoint
+pull`. They read no LEDGER_* server setting and open no database (ledger.client does the work;
+this module is the arguments, the progress bar and the exit codes)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ledger.cli.offline import UsageError, check_receipt, load_verifiers
+from ledger.client.checkpoints import Rejected, pull
+from ledger.client.retry import AuthFailed, Refused, Transient
+from ledger.client.settings import ClientSettings, ConfigError, resolve
+from ledger.client.submit import (
+    EXIT_AUTH,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Options,
+    Outcome,
+    Submitter,
+    worst,
+)
+from ledger.core.errors import LedgerError
+from ledger.core.note import Verifier
+
+__all__ = ["CLIENT_ENVIRONMENT", "add_commands"]
+
+CLIENT_ENVIRONMENT = (
+    "environment: reads LEDGER_URL and LEDGER_TOKEN (else url and token from $XDG_CONFIG_HOME/ledger/config.toml, "
+    "which must be mode 0600) and keeps its state under $XDG_STATE_HOME/ledger (default ~/.local/state/ledger); "
+    "no database, no server setting."
+)
+_EXIT_CODES = (
+    "exit codes (the worst over the files): 0 every row committed or duplicate, 3 done with quarantined rows, "
+    "1 a failed import or another error (transient_failure included), 2 usage, 4 authentication or "
+    "authorization, 130 interrupted."
+)
+_MIB = 1 << 20
+
+
+def _client(settings: ClientSettings, timeout: float = 60.0) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=settings.server,
+        headers={"Authorization": f"Bearer {settings.token}", "User-Agent": "ledger-client"},
+        timeout=httpx.Timeout(timeout),
+    )
+
+
+def _say_retries() -> None:
+    """One line on stderr per retry, instead of stamina's default structlog/logging lines,
+    which would land on stdout, among --json's lines."""
+    from stamina.instrumentation import RetryDetails, set_on_retry_hooks
+
+    def note(details: RetryDetails) -> None:
+        print(
+            f"ledger: retry {details.retry_num} in {details.wait_for:.1f} s after {details.caused_by}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    set_on_retry_hooks([note])
+
+
+def _keys(values: list[str] | None) -> list[Verifier]:
+    try:
+        keys = load_verifiers(values)
+    except LedgerError as exc:
+        raise UsageError(str(exc)) from exc
+    if not keys:
+        raise UsageError("--public-key names no key")
+    return keys
+
+
+# ---------------------------------------------------------------------- progress
+
+
+class _Bars:
+    """rich progress bars on a terminal: bytes sent while uploading, then the import's rows
+    with the server's rate and ETA."""
+
+    def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[note]}"),
+        )
+        self.tasks: dict[str, Any] = {}
+
+    def _task(self, file: str) -> Any:
+        if file not in self.tasks:
+            self.tasks[file] = self.progress.add_task(Path(file).name, total=None, note="")
+        return self.tasks[file]
+
+    def bytes(self, file: str, sent: int, total: int) -> None:
+        self.progress.update(self._task(file), completed=sent, total=total, note="uploading")
+
+    def rows(self, file: str, progress: dict[str, Any]) -> None:
+        rate, eta = progress.get("rows_per_second"), progress.get("eta_seconds")
+        note = f"{progress.get('status')}: {progress.get('rows_processed', 0):,} rows"
+        if rate:
+            note += f", {rate:,.0f} rows/s"
+        if eta is not None:
+            note += f", ETA {eta:,.0f} s"
+        # The bar follows the manifest's bytes read by the import; rows, rate and ETA are the server's.
+        self.progress.update(
+            self._task(file),
+            completed=progress.get("bytes_read", 0),
+            total=progress.get("manifest_bytes") or None,
+            note=note,
+        )
+
+    def done(self, outcome: Outcome) -> None:
+        self.progress.update(self._task(outcome.file), note=outcome.status)
+
+
+class _Quiet:
+    def bytes(self, file: str, sent: int, total: int) -> None:
+        pass
+
+    def rows(self, file: str, progress: dict[str, Any]) -> None:
+        pass
+
+    def done(self, outcome: Outcome) -> None:
+        pass
+
+
+@contextmanager
+def _reporter(show: bool) -> Iterator[_Bars | _Quiet]:
+    if not show:
+        yield _Quiet()
+        return
+    bars = _Bars()
+    with bars.progress:
+        yield bars
+
+
+def _line(outcome: Outcome) -> str:
+    counts = (
+        f"{outcome.rows_total} rows: {outcome.rows_committed} committed, {outcome.rows_duplicate} duplicate,"
+        f" {outcome.rows_quarantined} quarantined"
+    )
+    text = f"{outcome.file}: {outcome.status}" + (f" (task {outcome.task_id})" if outcome.task_id else "")
+    if outcome.status not in ("transient_failure", "error"):
+        text += f"; {counts}"
+    if outcome.receipt:
+        text += f"; receipt {outcome.receipt} verified"
+    if outcome.error:
+        text += f"; error: {outcome.error}"
+    return text
+
+
+# ---------------------------------------------------------------------- submit
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    settings = resolve(args.server, args.token)
+    _say_retries()
+    paths = [Path(p) for p in args.files]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise UsageError(f"not a readable file: {', '.join(missing)}")
+    check: Callable[[Path, Path], str] | None = None
+    if args.receipt is not None:
+        if not args.public_key:
+            raise UsageError("--receipt checks each receipt offline: give the pinned key with --public-key")
+        if args.no_wait:
+            raise UsageError("--receipt needs the import's end: it cannot go with --no-wait")
+        verifiers = _keys(args.public_key)
+
+        def check(receipt: Path, manifest: Path) -> str:
+            return check_receipt(str(receipt), str(manifest), verifiers).receipt.manifest_sha256
+
+    options = Options(
+        chunk_size=args.chunk_size,
+        max_wait=float(args.max_wait),
+        wait=not args.no_wait,
+        dry_run=args.dry_run,
+        policy=args.policy,
+        lab=args.lab,
+        idempotency_key=args.idempotency_key,
+        receipt_dir=None if args.receipt is None else Path(args.receipt),
+    )
+
+    def emit(outcome: Outcome) -> None:
+        print(json.dumps(outcome.as_json()) if args.json else _line(outcome), flush=True)
+
+    async def run() -> list[Outcome]:
+        with _reporter(sys.stdout.isatty() and not args.json) as reporter:
+            async with _client(settings, options.timeout) as client:
+                submitter = Submitter(client, settings.state, options, reporter=reporter, check_receipt=check)
+                return await submitter.run(paths, args.parallel, emit)
+
+    try:
+        outcomes = asyncio.run(run())
+    except KeyboardInterrupt:
+        print("ledger submit: interrupted; a re-run resumes the uploads", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return worst([o.code for o in outcomes])
+
+
+# ---------------------------------------------------------------------- checkpoint pull
+
+
+def cmd_checkpoint_pull(args: argparse.Namespace) -> int:
+    settings = resolve(args.server, args.token)
+    _say_retries()
+    verifiers = _keys(args.public_key)
+
+    async def run() -> Any:
+        async with _client(settings) as client:
+            return await pull(client, verifiers, settings.state, max_wait=float(args.max_wait))
+
+    try:
+        pulled = asyncio.run(run())
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except AuthFailed as exc:
+        print(f"ledger checkpoint pull: {exc}", file=sys.stderr)
+        return EXIT_AUTH
+    except (Rejected, LedgerError) as exc:
+        print(f"ledger checkpoint pull: REJECTED: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except (Refused, Transient, httpx.HTTPError) as exc:
+        print(f"ledger checkpoint pull: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.json:
+        print(json.dumps(pulled.as_json()))
+    else:
+        c, old = pulled.checkpoint, pulled.previous
+        print(f"verified checkpoint: {c.origin} size {c.size} root {c.root.hex()}")
+        if old is None:
+            print("first checkpoint kept for this origin and key")
+        elif old.size == c.size:
+            print("unchanged since the last pull")
+        else:
+            print(f"consistent: extends the checkpoint of size {old.size} verified before")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- arguments
+
+
+def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[Any, argparse.Namespace], int]:
+    def run(_settings: Any, args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except (UsageError, ConfigError) as exc:
+            print(f"ledger: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+
+    return run
+
+
+def _positive(kind: Callable[[str], Any], least: float) -> Callable[[str], Any]:
+    def parse(raw: str) -> Any:
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {raw!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+        return value
+
+    return parse
+
+
+def _server_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", help="the server's base URL (default: LEDGER_URL, else url in the config file)")
+    p.add_argument("--token", help="the bearer token (default: LEDGER_TOKEN, else token in the config file)")
+    p.add_argument(
+        "--max-wait",
+        type=_positive(float, 0),
+        default=300,
+        help="seconds of waiting between retries, at most, per file (default: %(default)s)",
+    )
+
+
+def add_commands(sub: Any) -> None:
+    """Register `submit` and `checkpoint pull` on the `ledger` argument parser."""
+    p = sub.add_parser(
+        "submit",
+        help="upload manifest files (resumable, retried) and follow their imports; exit codes below",
+        description="Uploads each FILE through the server's tus endpoint (POST /imports when it has none) "
+        "and follows its import to the end. A re-run after a crash resumes the uploads. " + _EXIT_CODES,
+    )
+    p.add_argument("files", nargs="+", metavar="FILE")
+    _server_options(p)
+    p.add_argument(
+        "--chunk-size",
+        type=_positive(int, 1),
+        default=8 * _MIB,
+        help="bytes per upload request; a crash re-sends at most one (default: %(default)s, 8 MiB)",
+    )
+    p.add_argument(
+        "--parallel", type=_positive(int, 1), default=2, help="files delivered at once (default: %(default)s)"
+    )
+    p.add_argument("--policy", help="the policy to validate against (default: the server's, lab-inventory)")
+    p.add_argument("--lab", help="the lab the files are for (default: the token's lab when it has one)")
+    p.add_argument(
+        "--idempotency-key",
+        help="the key of the submission (default: the file's sha256; with --dry-run, sha256-dry-run)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="validate the files, commit nothing")
+    p.add_argument("--no-wait", action="store_true", help="return once uploaded, with the task id")
+    p.add_argument("--json", action="store_true", help="print one JSON object per file, one per line")
+    p.add_argument(
+        "--receipt", metavar="DIR", help="save each import's receipt in DIR and check it offline (needs --public-key)"
+    )
+    p.add_argument(
+        "--public-key", action="append", help="the pinned verifier key (or a file of keys) --receipt checks against"
+    )
+    p.set_defaults(func=_guarded(cmd_submit), client=True)
+
+    checkpoint = sub.add_parser("checkpoint", help="signed checkpoints of the server's ledger")
+    checkpoint_sub = checkpoint.add_subparsers(dest="checkpoint_command", required=True)
+    p = checkpoint_sub.add_parser(
+        "pull",
+        help="fetch the latest checkpoint, check it with the pinned key and against the last one verified",
+        description="Keeps the last verified checkpoint per origin and key under $XDG_STATE_HOME/ledger; a "
+        "smaller tree, another root at the same size or a failed consistency proof is refused (exit 1). "
+        "Exit 4 when the token is refused, 2 on a usage error.",
+    )
+    _server_options(p)
+    p.add_argument(
+        "--public-key",
+        action="append",
+        required=True,
+        help="the pinned verifier key <name>+<id>+<key>, or a file of them (repeatable); never the server's word",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_guarded(cmd_checkpoint_pull), client=True)
