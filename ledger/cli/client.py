@@ -33,19 +33,7 @@ from ledger.client.submit import (
 from ledger.core.errors import LedgerError
 from ledger.core.note import Verifier
 
-__all__ = ["CLIENT_ENVIRONMENT", "add_commands"]
-
-CLIENT_ENVIRONMENT = (
-    "environment: reads LEDGER_URL and LEDGER_TOKEN (else url and token from $XDG_CONFIG_HOME/ledger/config.toml, "
-    "which must be mode 0600) and keeps its state under $XDG_STATE_HOME/ledger (default ~/.local/state/ledger); "
-    "no database, no server setting."
-)
-_EXIT_CODES = (
-    "exit codes (the worst over the files): 0 every row committed or duplicate, 3 done with quarantined rows, "
-    "1 a failed import or another error (transient_failure included), 2 usage, 4 authentication or "
-    "authorization, 130 interrupted."
-)
-_MIB = 1 << 20
+__all__ = ["COMMANDS"]
 
 
 def _client(settings: ClientSettings, timeout: float = 60.0) -> httpx.AsyncClient:
@@ -273,81 +261,9 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[Any, argpar
     return run
 
 
-def _positive(kind: Callable[[str], Any], least: float) -> Callable[[str], Any]:
-    def parse(raw: str) -> Any:
-        try:
-            value = kind(raw)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {raw!r}") from None
-        if value < least:
-            raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
-        return value
-
-    return parse
-
-
-def _server_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--server", help="the server's base URL (default: LEDGER_URL, else url in the config file)")
-    p.add_argument("--token", help="the bearer token (default: LEDGER_TOKEN, else token in the config file)")
-    p.add_argument(
-        "--max-wait",
-        type=_positive(float, 0),
-        default=300,
-        help="seconds of waiting between retries, at most, per file (default: %(default)s)",
-    )
-
-
-def add_commands(sub: Any) -> None:
-    """Register `submit` and `checkpoint pull` on the `ledger` argument parser."""
-    p = sub.add_parser(
-        "submit",
-        help="upload manifest files (resumable, retried) and follow their imports; exit codes below",
-        description="Uploads each FILE through the server's tus endpoint (POST /imports when it has none) "
-        "and follows its import to the end. A re-run after a crash resumes the uploads. " + _EXIT_CODES,
-    )
-    p.add_argument("files", nargs="+", metavar="FILE")
-    _server_options(p)
-    p.add_argument(
-        "--chunk-size",
-        type=_positive(int, 1),
-        default=8 * _MIB,
-        help="bytes per upload request; a crash re-sends at most one (default: %(default)s, 8 MiB)",
-    )
-    p.add_argument(
-        "--parallel", type=_positive(int, 1), default=2, help="files delivered at once (default: %(default)s)"
-    )
-    p.add_argument("--policy", help="the policy to validate against (default: the server's, lab-inventory)")
-    p.add_argument("--lab", help="the lab the files are for (default: the token's lab when it has one)")
-    p.add_argument(
-        "--idempotency-key",
-        help="the key of the submission (default: the file's sha256; with --dry-run, sha256-dry-run)",
-    )
-    p.add_argument("--dry-run", action="store_true", help="validate the files, commit nothing")
-    p.add_argument("--no-wait", action="store_true", help="return once uploaded, with the task id")
-    p.add_argument("--json", action="store_true", help="print one JSON object per file, one per line")
-    p.add_argument(
-        "--receipt", metavar="DIR", help="save each import's receipt in DIR and check it offline (needs --public-key)"
-    )
-    p.add_argument(
-        "--public-key", action="append", help="the pinned verifier key (or a file of keys) --receipt checks against"
-    )
-    p.set_defaults(func=_guarded(cmd_submit), client=True)
-
-    checkpoint = sub.add_parser("checkpoint", help="signed checkpoints of the server's ledger")
-    checkpoint_sub = checkpoint.add_subparsers(dest="checkpoint_command", required=True)
-    p = checkpoint_sub.add_parser(
-        "pull",
-        help="fetch the latest checkpoint, check it with the pinned key and against the last one verified",
-        description="Keeps the last verified checkpoint per origin and key under $XDG_STATE_HOME/ledger; a "
-        "smaller tree, another root at the same size or a failed consistency proof is refused (exit 1). "
-        "Exit 4 when the token is refused, 2 on a usage error.",
-    )
-    _server_options(p)
-    p.add_argument(
-        "--public-key",
-        action="append",
-        required=True,
-        help="the pinned verifier key <name>+<id>+<key>, or a file of them (repeatable); never the server's word",
-    )
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=_guarded(cmd_checkpoint_pull), client=True)
+# What the argument parser calls (ledger.cli.client_commands declares the commands without
+# importing this module, so that the offline commands never load httpx).
+COMMANDS: dict[str, Callable[[Any, argparse.Namespace], int]] = {
+    "submit": _guarded(cmd_submit),
+    "checkpoint_pull": _guarded(cmd_checkpoint_pull),
+}

@@ -562,7 +562,7 @@ def _parser() -> argparse.ArgumentParser:
     from ledger.cli.offline import add_commands
 
     add_commands(sub)
-    from ledger.cli.client import add_commands as add_client_commands
+    from ledger.cli.client_commands import add_commands as add_client_commands
 
     add_client_commands(sub)
     _describe_environment(parser)
@@ -632,7 +632,7 @@ def _describe_environment(parser: argparse.ArgumentParser, command: str = "") ->
         elif parser.get_default("offline"):
             parser.epilog = "environment: none; it needs no settings, database or server."
         elif parser.get_default("client"):
-            from ledger.cli.client import CLIENT_ENVIRONMENT
+            from ledger.cli.client_commands import CLIENT_ENVIRONMENT
 
             parser.epilog = CLIENT_ENVIRONMENT
         else:

@@ -116,13 +116,14 @@ async def test_concurrent_verifications_share_one_run(monkeypatch: pytest.Monkey
     release = asyncio.Event()
     report = VerifyReport(ok=True, batches_checked=0, records_checked=0, first_failure=None)
 
-    async def slow(conn: Any, **kw: Any) -> VerifyReport:
+    async def slow(pool: Any, database_url: str) -> VerifyReport:
         nonlocal calls
         calls += 1
         await release.wait()
         return report
 
-    monkeypatch.setattr(verification, "verify_ledger", slow)
+    # The verification itself runs in a process of its own; what is shared is the API's wait.
+    monkeypatch.setattr(verification, "_verify", slow)
     pool: Any = _Pool()
     runs = [asyncio.ensure_future(verification.verify(pool, "postgresql://x")) for _ in range(4)]
     await asyncio.sleep(0.05)
