@@ -139,31 +139,38 @@ async def _run(
             ) from again
 
 
+# What an officer is told when an action was not carried out as asked: (code, message) by result.
+_NOT_DONE: dict[str, tuple[str, str]] = {
+    "conflict": (
+        "revised_since",
+        "the asset was revised in the ledger after this row was quarantined, to other content; "
+        'the attempt is recorded; resubmit with "supersede": true to commit it anyway, or dismiss',
+    ),
+    "transient_failure": (
+        "transient_failure",
+        "the correction could not be committed for a transient database failure; it is recorded; requeue",
+    ),
+    "other_lab": (
+        "other_lab",
+        "the asset is registered to another lab; nothing was changed; a compliance officer may "
+        "transfer it to this item's lab (POST /quarantine/{id}/transfer with a note saying why)",
+    ),
+    "not_other_lab": (
+        "not_other_lab",
+        "the asset is not registered to another lab; nothing was changed; resubmit the row instead",
+    ),
+}
+
+
 def _result(outcome: Outcome) -> ItemResult:
-    code = message = None
+    code: str | None
+    message: str | None
+    code, message = _NOT_DONE.get(outcome.result, (None, None))
     if outcome.result == "skipped":
         code = "not_open"
         message = f"the item is already {outcome.status} ({outcome.reason}); nothing was done"
         if outcome.status == "open":
             code, message = "not_transient", f"the item's reason is {outcome.reason}, not transient_failure"
-    elif outcome.result == "conflict":
-        code = "revised_since"
-        message = (
-            "the asset was revised in the ledger after this row was quarantined, to other content; "
-            'the attempt is recorded; resubmit with "supersede": true to commit it anyway, or dismiss'
-        )
-    elif outcome.result == "transient_failure":
-        code = "transient_failure"
-        message = "the correction could not be committed for a transient database failure; it is recorded; requeue"
-    elif outcome.result == "other_lab":
-        code = "other_lab"
-        message = (
-            "the asset is registered to another lab; nothing was changed; a compliance officer may "
-            "transfer it to this item's lab (POST /quarantine/{id}/transfer with a note saying why)"
-        )
-    elif outcome.result == "not_other_lab":
-        code = "not_other_lab"
-        message = "the asset is not registered to another lab; nothing was changed; resubmit the row instead"
     return ItemResult(
         id=item_id(outcome.key),
         result=outcome.result,
