@@ -24,38 +24,27 @@ def served_securely(request: Request[Any, Any, Any]) -> bool:
     return request.url.scheme == "https"
 
 
-def session_cookie(request: Request[Any, Any, Any], secret: str, expires_at: datetime) -> Cookie:
-    seconds = max(0, round((expires_at - datetime.now(UTC)).total_seconds()))
+def _cookie(request: Request[Any, Any, Any], key: str, value: str, *, max_age: int, path: str) -> Cookie:
+    """Every cookie the pages set: HttpOnly, SameSite=Strict, Secure over https."""
     return Cookie(
-        key=sessions.SESSION_COOKIE,
-        value=secret,
-        max_age=seconds,
-        path=_SESSION_PATH,
+        key=key,
+        value=value,
+        max_age=max_age,
+        path=path,
         httponly=True,
         samesite="strict",
         secure=served_securely(request),
     )
+
+
+def session_cookie(request: Request[Any, Any, Any], secret: str, expires_at: datetime) -> Cookie:
+    seconds = max(0, round((expires_at - datetime.now(UTC)).total_seconds()))
+    return _cookie(request, sessions.SESSION_COOKIE, secret, max_age=seconds, path=_SESSION_PATH)
 
 
 def session_cookie_cleared(request: Request[Any, Any, Any]) -> Cookie:
-    return Cookie(
-        key=sessions.SESSION_COOKIE,
-        value="",
-        max_age=0,
-        path=_SESSION_PATH,
-        httponly=True,
-        samesite="strict",
-        secure=served_securely(request),
-    )
+    return _cookie(request, sessions.SESSION_COOKIE, "", max_age=0, path=_SESSION_PATH)
 
 
 def presession_cookie(request: Request[Any, Any, Any], secret: str) -> Cookie:
-    return Cookie(
-        key=sessions.PRESESSION_COOKIE,
-        value=secret,
-        max_age=_PRESESSION_SECONDS,
-        path=_PRESESSION_PATH,
-        httponly=True,
-        samesite="strict",
-        secure=served_securely(request),
-    )
+    return _cookie(request, sessions.PRESESSION_COOKIE, secret, max_age=_PRESESSION_SECONDS, path=_PRESESSION_PATH)
