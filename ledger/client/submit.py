@@ -34,6 +34,7 @@ __all__ = [
     "EXIT_ERROR",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_PARTIAL",
     "EXIT_QUARANTINED",
     "EXIT_USAGE",
     "Options",
@@ -50,9 +51,10 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_QUARANTINED = 3
 EXIT_AUTH = 4
+EXIT_PARTIAL = 5  # `ledger pull`: a sync that ended partial (what it read is committed)
 EXIT_INTERRUPTED = 130
 # The worst first: the exit code of a run is the worst over its files.
-_SEVERITY = (EXIT_INTERRUPTED, EXIT_AUTH, EXIT_USAGE, EXIT_ERROR, EXIT_QUARANTINED, EXIT_OK)
+_SEVERITY = (EXIT_INTERRUPTED, EXIT_AUTH, EXIT_USAGE, EXIT_ERROR, EXIT_PARTIAL, EXIT_QUARANTINED, EXIT_OK)
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OFFSET_STREAM = "application/offset+octet-stream"
@@ -75,6 +77,8 @@ class Options:
     idempotency_key: str | None = None
     receipt_dir: Path | None = None
     timeout: float = 60.0
+    # More form fields of every submission (`ledger pull` names its sync: connector_sync).
+    fields: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -269,6 +273,7 @@ class Submitter:
             fields["lab"] = self.options.lab
         if self.options.dry_run:
             fields["dry_run"] = "true"
+        fields.update(self.options.fields)
         return fields
 
     async def _post(self, path: Path, key: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 
@@ -22,6 +23,7 @@ __all__ = [
     "asset_record",
     "asset_record_encoder",
     "chain_hash",
+    "check_source",
     "encode_header",
     "format_time",
     "parse_receipt",
@@ -75,15 +77,21 @@ def receipt_record(
     rows_quarantined: int,
     outcomes_root: str,
     batches: Sequence[tuple[int, str]],
+    source: Mapping[str, Any] | None = None,
 ) -> bytes:
     """A manifest's account on the ledger: what was submitted, under which policy, and the
-    root over the outcome of every row."""
+    root over the outcome of every row; for a connector's sync, also where the manifest came
+    from, page by page (``source``, revision 5: absent from every other receipt)."""
     if rows_total != rows_committed + rows_duplicate + rows_quarantined:
         raise LedgerFormatError(
             f"rows do not add up: {rows_committed} + {rows_duplicate} + {rows_quarantined} != {rows_total}"
         )
+    extra: dict[str, Any] = {}
+    if source is not None:
+        extra["source"] = msgspec.to_builtins(msgspec.convert(source, ReceiptSource))
     return encode(
         {
+            **extra,
             "v": FORMAT_VERSION,
             "type": "receipt",
             "task_id": task_id,
@@ -120,6 +128,25 @@ class ReceiptBatch(msgspec.Struct, frozen=True):
     batch_hash: str
 
 
+class ReceiptPage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One page a connector's sync read (or failed to): docs/ledger-format.md §4.3."""
+
+    url: str
+    cursor: str | None
+    next: str | None
+    sha256: str | None
+    records: int
+    error: str | None
+
+
+class ReceiptSource(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    connector: str
+    sync_id: str
+    cursor_from: str | None
+    cursor_to: str | None
+    pages: list[ReceiptPage]
+
+
 class Receipt(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     v: int
     type: str
@@ -130,6 +157,7 @@ class Receipt(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     rows: ReceiptRows
     outcomes_root: str
     batches: list[ReceiptBatch]
+    source: ReceiptSource | None = None
 
 
 _receipt_decoder = msgspec.json.Decoder(Receipt)
@@ -142,7 +170,30 @@ def parse_receipt(data: bytes) -> Receipt:
         raise LedgerFormatError(f"not a receipt: {exc}") from exc
     if receipt.type != "receipt" or receipt.v != FORMAT_VERSION:
         raise LedgerFormatError(f"not a v{FORMAT_VERSION} receipt (type {receipt.type!r}, v {receipt.v})")
+    if receipt.source is not None:
+        check_source(receipt.source)
     return receipt
+
+
+def check_source(source: ReceiptSource) -> None:
+    """§4.3's rules for a connector sync's ``source`` beyond its members' types."""
+    if not source.connector or not source.sync_id:
+        raise LedgerFormatError("not a receipt: source.connector and source.sync_id must be non-empty")
+    if not source.pages:
+        raise LedgerFormatError("not a receipt: source.pages must list at least one page")
+    for i, page in enumerate(source.pages):
+        where = f"source.pages[{i}]"
+        if page.records < 0:
+            raise LedgerFormatError(f"not a receipt: {where}.records is negative")
+        if page.error is None:
+            if page.sha256 is None or not _is_hex64(page.sha256):
+                raise LedgerFormatError(f"not a receipt: {where}.sha256 must be 64 lowercase hex digits")
+        elif page.sha256 is not None or page.records != 0 or page.next is not None or not page.error:
+            raise LedgerFormatError(f"not a receipt: {where} failed ({page.error!r}): sha256 and next null, records 0")
+
+
+def _is_hex64(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
 class BatchHeader(msgspec.Struct, frozen=True, kw_only=True):

@@ -342,3 +342,61 @@ def batches_of_bundle(lines: list[str]) -> list[dict[str, Any]]:
 def test_bundle_review_failures_are_the_chain_failures(vector: dict[str, Any]) -> None:
     want = vector["want_error"]
     assert verify(batches_of_bundle(vector["lines"])) == (want["batch_seq"], want["entry"], want["check"])
+
+
+# Revision 5: a connector sync's receipt carries ``source`` (§4.3), written here from the
+# document: members sorted, every page with all six members, null where §4.3 says.
+
+
+def connector_source_valid(source: Any) -> bool:
+    page_members = {"url", "cursor", "next", "sha256", "records", "error"}
+    if not isinstance(source, dict) or set(source) != {"connector", "sync_id", "cursor_from", "cursor_to", "pages"}:
+        return False
+    if not (isinstance(source["connector"], str) and source["connector"] and isinstance(source["sync_id"], str)):
+        return False
+    if not all(v is None or isinstance(v, str) for v in (source["cursor_from"], source["cursor_to"])):
+        return False
+    pages = source["pages"]
+    if not isinstance(pages, list) or not pages:
+        return False
+    for page in pages:
+        if not isinstance(page, dict) or set(page) != page_members or not isinstance(page["url"], str):
+            return False
+        if not isinstance(page["records"], int) or isinstance(page["records"], bool) or page["records"] < 0:
+            return False
+        if page["error"] is None:
+            sha = page["sha256"]
+            if not (isinstance(sha, str) and len(sha) == 64 and set(sha) <= set("0123456789abcdef")):
+                return False
+        elif page["sha256"] is not None or page["records"] != 0 or page["next"] is not None:
+            return False
+    return True
+
+
+def test_connector_receipts() -> None:
+    vectors = load("connectors.json")
+    for vector in vectors["records"]:
+        r = vector["input"]
+        data = canon(
+            {
+                "batches": [{"batch_hash": h, "seq": s} for s, h in r["batches"]],
+                "lab": r["lab"],
+                "manifest_sha256": r["manifest_sha256"],
+                "outcomes_root": r["outcomes_root"],
+                "policy": {"name": r["policy_name"], "sha256": r["policy_sha256"], "version": r["policy_version"]},
+                "rows": {
+                    "committed": r["rows_committed"],
+                    "duplicate": r["rows_duplicate"],
+                    "quarantined": r["rows_quarantined"],
+                    "total": r["rows_total"],
+                },
+                "source": r["source"],
+                "task_id": r["task_id"],
+                "type": "receipt",
+                "v": 1,
+            }
+        )
+        assert data.hex() == vector["canonical_hex"], vector["name"]
+        assert leaf(data).hex() == vector["leaf_hash"] and connector_source_valid(json.loads(data)["source"])
+    for vector in vectors["malformed"]:
+        assert not connector_source_valid(json.loads(bytes.fromhex(vector["canonical_hex"]))["source"]), vector["name"]

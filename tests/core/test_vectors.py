@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from ledger.core import canonical, records
-from ledger.core.errors import ProofError
+from ledger.core.errors import LedgerFormatError, ProofError
 from ledger.core.hashing import leaf_hash
 from ledger.core.merkle import root, verify_consistency, verify_inclusion
 from ledger.core.outcomes import row_outcome
@@ -168,3 +168,34 @@ def test_generator_reproduces_the_transfer_vectors() -> None:
     from tests.vectors import generate
 
     assert generate.transfer_vectors() == load("transfer.json")
+
+
+# Revision 5: receipts of connectors' syncs (§4.3 ``source``).
+
+
+@pytest.mark.parametrize("vector", load("connectors.json")["records"], ids=lambda v: v["name"])
+def test_connector_receipts(vector: dict[str, Any]) -> None:
+    i = vector["input"]
+    fields = {k: v for k, v in i.items() if k not in ("source", "batches")}
+    data = records.receipt_record(**fields, batches=[tuple(b) for b in i["batches"]], source=i["source"])
+    assert data.hex() == vector["canonical_hex"] and leaf_hash(data).hex() == vector["leaf_hash"]
+    parsed = records.parse_receipt(data)
+    assert parsed.source is not None and parsed.source.connector == i["source"]["connector"]
+
+
+def test_a_receipt_without_source_keeps_its_revision_1_bytes() -> None:
+    plain = load("connectors.json")["without_source"]
+    assert b'"source"' not in bytes.fromhex(plain["canonical_hex"])
+    assert records.parse_receipt(bytes.fromhex(plain["canonical_hex"])).source is None
+
+
+@pytest.mark.parametrize("vector", load("connectors.json")["malformed"], ids=lambda v: v["name"])
+def test_malformed_sources_are_rejected(vector: dict[str, Any]) -> None:
+    with pytest.raises(LedgerFormatError):
+        records.parse_receipt(bytes.fromhex(vector["canonical_hex"]))
+
+
+def test_generator_reproduces_the_connector_vectors() -> None:
+    from tests.vectors import generate
+
+    assert generate.connector_vectors() == load("connectors.json")

@@ -661,6 +661,89 @@ def transfer_vectors() -> dict[str, Any]:
     return {"records": out_records, "ledger": ledger, "tampered": tampered}
 
 
+def connector_vectors() -> dict[str, Any]:
+    """Revision 5: receipts of imports made by a connector's sync, with their ``source``; and
+    receipts whose ``source`` breaks a §4.3 rule, which a verifier MUST reject."""
+    base = {
+        "task_id": "7b0d6c44-2f1e-4a8b-9c3d-5e6f7a8b9c0d",
+        "lab": "chem-lab",
+        "manifest_sha256": "5a" * 32,
+        "policy_name": "lab-inventory",
+        "policy_version": "1",
+        "policy_sha256": "cd" * 32,
+        "rows_total": 3,
+        "rows_committed": 2,
+        "rows_duplicate": 0,
+        "rows_quarantined": 1,
+        "outcomes_root": "0e" * 32,
+        "batches": [[7, "3c" * 32]],
+    }
+    page = "https://wms.example.edu/api/v2/inventory?updated_since=2024-01-01T00%3A00%3A00Z&limit=2"
+    complete = {
+        "connector": "chem-wms",
+        "sync_id": "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d",
+        "cursor_from": "2024-01-01T00:00:00Z",
+        "cursor_to": "2024-06-01T00:00:02Z",
+        "pages": [
+            {"url": page, "cursor": None, "next": "2", "sha256": "11" * 32, "records": 2, "error": None},
+            {"url": page + "&cursor=2", "cursor": "2", "next": None, "sha256": "22" * 32, "records": 1, "error": None},
+        ],
+    }
+    partial = {
+        **complete,
+        "cursor_to": "2024-06-01T00:00:01Z",
+        "pages": [
+            complete["pages"][0],
+            {
+                "url": page + "&cursor=2",
+                "cursor": "2",
+                "next": None,
+                "sha256": None,
+                "records": 0,
+                "error": "retries_exhausted",
+            },
+        ],
+    }
+    first_sync = {**complete, "cursor_from": None}
+    out_records = []
+    for name, source in [("complete sync", complete), ("partial sync", partial), ("first sync", first_sync)]:
+        data = records.receipt_record(**{**base, "batches": [tuple(b) for b in base["batches"]]}, source=source)
+        out_records.append(
+            {
+                "name": name,
+                "input": {**base, "source": source},
+                "canonical_hex": _hex(data),
+                "leaf_hash": _hex(leaf_hash(data)),
+            }
+        )
+    plain = records.receipt_record(**{**base, "batches": [tuple(b) for b in base["batches"]]})
+    malformed = []
+
+    def bad(name: str, mutate: Any) -> None:
+        obj = json.loads(
+            records.receipt_record(**{**base, "batches": [tuple(b) for b in base["batches"]]}, source=complete)
+        )
+        mutate(obj["source"])
+        malformed.append(
+            {"name": name, "canonical_hex": _hex(canonical.encode(obj)), "want_error": "receipt_malformed"}
+        )
+
+    bad("an unknown member", lambda src: src.update(extra=1))
+    bad("no pages", lambda src: src.update(pages=[]))
+    bad("a page's sha256 in upper case", lambda src: src["pages"][0].update(sha256="AB" * 32))
+    bad("a read page without sha256", lambda src: src["pages"][0].update(sha256=None))
+    bad("a failed page with a sha256", lambda src: src["pages"][1].update(error="retries_exhausted"))
+    bad("a failed page with records", lambda src: src["pages"][1].update(sha256=None, error="upstream_error"))
+    bad("a page without its error member", lambda src: src["pages"][0].pop("error"))
+    bad("cursor_to missing", lambda src: src.pop("cursor_to"))
+    bad("records as text", lambda src: src["pages"][0].update(records="2"))
+    return {
+        "records": out_records,
+        "without_source": {"canonical_hex": _hex(plain), "leaf_hash": _hex(leaf_hash(plain))},
+        "malformed": malformed,
+    }
+
+
 def main() -> None:
     import sys
 
@@ -674,6 +757,7 @@ def main() -> None:
         ("chain.json", chain_vectors()),
         ("review.json", review_vectors()),
         ("transfer.json", transfer_vectors()),
+        ("connectors.json", connector_vectors()),
         ("audit.json", audit_vectors()),
         ("bundles.json", bundle_vectors()),
     ]:
