@@ -60,6 +60,8 @@ _NUMBERS: tuple[tuple[str, str, type[int] | type[float]], ...] = (
     ("uploads_per_token_max", "LEDGER_UPLOADS_PER_TOKEN_MAX", int),
     ("upload_expiry_seconds", "LEDGER_UPLOAD_EXPIRY_SECONDS", int),
     ("session_hours", "LEDGER_SESSION_HOURS", int),
+    ("checkpoint_interval_seconds", "LEDGER_CHECKPOINT_INTERVAL_SECONDS", int),
+    ("metrics_cache_seconds", "LEDGER_METRICS_CACHE_SECONDS", float),
 )
 
 # Every variable Settings.from_env reads (`ledger serve --help` names them all).
@@ -71,6 +73,7 @@ VARIABLES: tuple[str, ...] = (
     "LEDGER_SIGNING_KEY_FILE",
     "LEDGER_CHECKPOINT_ORIGIN",
     "LEDGER_TOKEN_TTL_DAYS",
+    "LEDGER_AUDIT_LOG",
     *(name for _, name, _ in _NUMBERS),
 )
 
@@ -132,6 +135,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # How long a signed-in browser session (the pages under /ui/) lasts; the token it signed in
     # with must stay valid too.
     session_hours: int = 8
+    # The worker signs a checkpoint of a head left unsigned this long (each commit signs its own;
+    # this covers writers that could not), and GET /metrics exports it for the age alert.
+    checkpoint_interval_seconds: int = 300
+    # GET /metrics reads the database at most once per this many seconds (0: every scrape), so
+    # that a tight scrape interval, or several scrapers, cannot load it.
+    metrics_cache_seconds: float = 5.0
+    # Where the audit log for the SIEM goes (ledger.audit_log, docs/audit-log.md): stdout, stderr,
+    # off or a file path; None: stdout for serve and worker, stderr for one-shot commands.
+    audit_log: str | None = None
 
     @property
     def spool_dir(self) -> Path:
@@ -170,6 +182,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             values["checkpoint_origin"] = origin
         if ttl := env.get("LEDGER_TOKEN_TTL_DAYS"):
             values["token_ttl_days"] = parse_days(ttl, "LEDGER_TOKEN_TTL_DAYS")
+        if audit := env.get("LEDGER_AUDIT_LOG"):
+            values["audit_log"] = audit
         values.update(overrides)
         settings = cls(**values)  # type: ignore[arg-type]
         settings.check()
@@ -191,10 +205,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             (self.uploads_per_token_max, "LEDGER_UPLOADS_PER_TOKEN_MAX"),
             (self.upload_expiry_seconds, "LEDGER_UPLOAD_EXPIRY_SECONDS"),
             (self.session_hours, "LEDGER_SESSION_HOURS"),
+            (self.checkpoint_interval_seconds, "LEDGER_CHECKPOINT_INTERVAL_SECONDS"),
             (self.token_ttl_days or 1, "LEDGER_TOKEN_TTL_DAYS"),
         ):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
+        if not self.metrics_cache_seconds >= 0:
+            raise ValueError(f"LEDGER_METRICS_CACHE_SECONDS must be 0 or more, got {self.metrics_cache_seconds}")
         if self.spool_retention_seconds < 0:
             raise ValueError(f"LEDGER_SPOOL_RETENTION_SECONDS must be 0 or more, got {self.spool_retention_seconds}")
         if not self.body_idle_seconds > 0:

@@ -15,6 +15,9 @@ from ledger.db.urls import sqlalchemy_url
 config = context.config
 target_metadata = metadata
 
+# The advisory lock migrations hold (an arbitrary constant of ours: "ledger" in ASCII).
+MIGRATION_LOCK = 0x6C6564676572
+
 # Tables owned by the job-queue library, installed by a migration but not declared by us.
 EXTERNAL_TABLES = {"pgqueuer", "pgqueuer_log", "pgqueuer_statistics", "pgqueuer_schedules"}
 
@@ -38,6 +41,11 @@ def _run(connection: Connection) -> None:
         compare_type=True,
     )
     with context.begin_transaction():
+        # Two processes migrating one database at once (two `ledger serve` started together,
+        # a deploy's migrate beside a restarted API) used to race, and one failed on a
+        # duplicate type or table. They now take turns: the second, once the first commits,
+        # reads the new revision and has nothing left to do. The lock is the transaction's.
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         context.run_migrations()
 
 

@@ -25,6 +25,23 @@ from ledger.testing.databases import with_database as _with_database
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _process_wide_logging() -> Iterator[None]:
+    """A test that runs a `ledger` command in-process (ledger.cli.main.main) configures the
+    process's logging and audit log on the streams pytest captured for that test, which are
+    closed after it: later tests would log into a closed file. Put them back as they were."""
+    import structlog
+
+    from ledger import audit_log
+
+    saved, sink = structlog.get_config(), audit_log._config
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)
+        audit_log._config = sink
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[str]:
     """URL of a maintenance database on the server the tests use."""

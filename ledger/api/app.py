@@ -14,13 +14,16 @@ from litestar.exceptions import ValidationException
 from litestar.middleware.base import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
+from ledger import audit_log
 from ledger.api.access_log import AccessLog
 from ledger.api.auth import PUBLIC_PATHS, WEB_PATHS, TokenAuthMiddleware
 from ledger.api.controllers.assets import AssetsController
 from ledger.api.controllers.audit import AuditController
+from ledger.api.controllers.connectors import ConnectorsController
 from ledger.api.controllers.health import HealthController
 from ledger.api.controllers.imports import ImportsController
 from ledger.api.controllers.labs import LabsController
+from ledger.api.controllers.metrics import metrics_route
 from ledger.api.controllers.policies import PoliciesController
 from ledger.api.controllers.quarantine import QuarantineController
 from ledger.api.controllers.tokens import TokensController
@@ -38,7 +41,9 @@ from ledger.core.policy.registry import PolicyRegistry
 from ledger.db.checkpoints import register_key
 from ledger.db.pool import create_pool
 from ledger.logs import get_logger
+from ledger.services.metrics import Metrics
 from ledger.services.signing import load_signing
+from ledger.telemetry import tracing
 from ledger.web import template_config, web_handlers
 
 __all__ = ["create_app"]
@@ -63,6 +68,14 @@ def create_app(
     )
 
     signing = state.signing = load_signing(settings)
+    metrics = Metrics(settings, lambda: state.db)
+
+    @contextlib.asynccontextmanager
+    async def audit_stream(app: Litestar) -> AsyncIterator[None]:
+        # The audit log for the SIEM (ledger.audit_log), entered first: a key published at
+        # start is an audit event, and the stream must outlast the background worker.
+        with audit_log.configured(settings.audit_log or "stdout", provider="server"):
+            yield
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -88,11 +101,13 @@ def create_app(
             ImportsController,
             AssetsController,
             LabsController,
+            ConnectorsController,
             AuditController,
             PoliciesController,
             QuarantineController,
             TokensController,
             tus_router(),
+            metrics_route(metrics),
             # The pages under /ui/ (and GET / to them), out of the API's schema.
             *web_handlers(),
         ],
@@ -107,17 +122,17 @@ def create_app(
             DefineMiddleware(TokenAuthMiddleware, exclude=[*PUBLIC_PATHS, *WEB_PATHS], exclude_http_methods=())
         ],
         template_config=template_config(),
-        lifespan=[lifespan],
+        lifespan=[audit_stream, lifespan],
         state=State({"ledger": state}),
         openapi_config=OpenAPIConfig(title="ledger", version="0.1.0", path="/schema", render_plugins=render_plugins()),
         debug=False,
     )
     document(app)  # our errors, the bearer scheme, the upload's form (ledger.api.openapi)
-    _wrap_outermost(app, settings)
+    _wrap_outermost(app, settings, metrics)
     return app
 
 
-def _wrap_outermost(app: Litestar, settings: Settings) -> None:
+def _wrap_outermost(app: Litestar, settings: Settings, metrics: Metrics) -> None:
     """The access log and the body deadlines around the whole app, routing included: Litestar's
     own middleware runs per route, after routing, so it never sees a path no route has."""
     templates: dict[str, str] = {}
@@ -127,4 +142,7 @@ def _wrap_outermost(app: Litestar, settings: Settings) -> None:
             templates.update({route.path_format: route.path for route in app.routes})
         return templates
 
-    app.asgi_handler = AccessLog(BodyDeadlines(app.asgi_handler, settings), routes)
+    # The request's span (when tracing is on) outside them all, so their log lines carry its trace id.
+    app.asgi_handler = tracing.http_app(
+        AccessLog(BodyDeadlines(app.asgi_handler, settings), routes, metrics.observe_http)
+    )

@@ -24,10 +24,11 @@ from litestar.middleware.authentication import (
 from litestar.response.base import ASGIResponse
 from litestar.types import Receive, Scope, Send
 
+from ledger import audit_log
 from ledger.api.state import AppState
 from ledger.errors import Unauthorized
 from ledger.services import sessions
-from ledger.services.access import Principal, principal_of
+from ledger.services.access import Principal, denied, principal_of
 from ledger.services.failed_logins import FailedLogins, TooManyFailedLogins, failed_logins
 from ledger.services.sessions import CsrfFailed
 
@@ -35,7 +36,8 @@ __all__ = ["PUBLIC_PATHS", "WEB_PATHS", "CsrfFailed", "FailedLogins", "TokenAuth
 
 # /health/workers says what runs where: for admins only.
 # "^/schema" alone would also exempt any later route that merely starts so (/schemas/…).
-PUBLIC_PATHS = ["^/health/(live|ready)$", "^/schema(/|$)"]
+# /metrics: aggregates only, no id, path or lab in any label (ledger.api.controllers.metrics).
+PUBLIC_PATHS = ["^/health/(live|ready)$", "^/schema(/|$)", "^/metrics$"]
 # The pages (ledger.web) authenticate their own way: a session, or a redirect to sign in.
 WEB_PATHS = ["^/$", "^/ui(/|$)"]
 
@@ -86,8 +88,9 @@ class TokenAuthMiddleware(AbstractAuthenticationMiddleware):
         failures.check(client)
         try:
             principal = await principal_of(state.db, token.strip())
-        except Unauthorized:
+        except Unauthorized as exc:
             failures.failed(client)
+            audit_log.emit(audit_log.event(audit_log.AUTHENTICATION_FAILED, outcome="failure", error_code=exc.code))
             raise
         return AuthenticationResult(user=principal, auth=None)
 
@@ -102,6 +105,7 @@ async def _session_principal(connection: ASGIConnection[Any, Any, Any, Any], sta
         raise Unauthorized("unauthorized", "the session has ended; sign in again, or send a bearer token")
     method = connection.scope.get("method", "GET")
     if method not in _SAFE_METHODS and not sessions.csrf_matches(secret, connection.headers.get(sessions.CSRF_HEADER)):
+        denied(session.principal, f"the session's request did not send its {sessions.CSRF_HEADER}", "csrf_failed")
         raise CsrfFailed(
             "csrf_failed", f"a request authenticated by a session cookie must send the session's {sessions.CSRF_HEADER}"
         )

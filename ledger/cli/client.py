@@ -17,7 +17,7 @@ import httpx
 
 from ledger.cli.offline import UsageError, check_receipt, load_verifiers
 from ledger.client.checkpoints import Rejected, pull
-from ledger.client.retry import AuthFailed, Refused, Transient
+from ledger.client.retry import AuthFailed, Refused, Transient, check
 from ledger.client.settings import ClientSettings, ConfigError, resolve
 from ledger.client.submit import (
     EXIT_AUTH,
@@ -208,6 +208,139 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return worst([o.code for o in outcomes])
 
 
+# ---------------------------------------------------------------------- pull and connectors
+
+
+def _pull_line(outcome: Outcome) -> str:
+    extra = outcome.extra
+    text = _line(outcome)
+    if "sync_status" in extra:
+        text += (
+            f"; sync {extra.get('sync_id', '-')} {extra['sync_status']}: {extra['pages']} pages, "
+            f"{extra['records']} records ({extra['skipped']} already committed)"
+        )
+    return text
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from ledger.connectors.pull import Puller
+
+    settings = resolve(args.server, args.token)
+    _say_retries()
+    paths = [Path(p) for p in args.files]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise UsageError(f"not a readable file: {', '.join(missing)}")
+    options = Options(max_wait=float(args.max_wait), wait=not args.no_wait)
+
+    def emit(outcome: Outcome) -> None:
+        if args.json:
+            keys = ("sync_id", "sync_status", "pages", "records", "fetched", "skipped", "problems", "errors")
+            print(json.dumps({**outcome.as_json(), **{k: outcome.extra.get(k) for k in keys}}), flush=True)
+        else:
+            print(_pull_line(outcome), flush=True)
+
+    async def run() -> list[Outcome]:
+        with _reporter(sys.stdout.isatty() and not args.json) as reporter:
+            async with _client(settings, options.timeout) as client, httpx.AsyncClient() as upstream:
+                puller = Puller(client, upstream, settings.state, options, reporter=reporter)
+                outcomes = []
+                # One source after the other: each holds up to its own max_in_flight requests.
+                for path in paths:
+                    outcome = await puller.pull(path)
+                    reporter.done(outcome)
+                    emit(outcome)
+                    outcomes.append(outcome)
+                return outcomes
+
+    try:
+        outcomes = asyncio.run(run())
+    except KeyboardInterrupt:
+        print("ledger pull: interrupted; nothing of an unrecorded sync is kept, run it again", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return worst([o.code for o in outcomes])
+
+
+async def _call(settings: ClientSettings, method: str, url: str, **kw: Any) -> Any:
+    async with _client(settings) as client:
+        response = await client.request(method, url, **kw)
+    ok = (200, 201, 202)
+    return check(response, ok=ok).json()
+
+
+def _api(settings: ClientSettings, method: str, url: str, **kw: Any) -> Any:
+    """One request; its failure printed and turned into the exit code (raised as _Exit)."""
+    try:
+        return asyncio.run(_call(settings, method, url, **kw))
+    except AuthFailed as exc:
+        raise _Exit(EXIT_AUTH, str(exc)) from None
+    except Refused as exc:
+        raise _Exit(EXIT_USAGE if exc.status == 422 else EXIT_ERROR, str(exc)) from None
+    except (Transient, httpx.HTTPError) as exc:
+        raise _Exit(EXIT_ERROR, f"{type(exc).__name__}: {exc}") from None
+
+
+class _Exit(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def cmd_connector_add(args: argparse.Namespace) -> int:
+    from ledger.connectors.definition import DefinitionError
+    from ledger.connectors.pull import load_checked
+
+    settings = resolve(args.server, args.token)
+    try:
+        text, _definition = load_checked(Path(args.file))
+    except DefinitionError as exc:
+        raise UsageError(str(exc)) from None
+    body = _api(settings, "POST", "/connectors", json={"definition": text})
+    if args.json:
+        print(json.dumps(body))
+    else:
+        when = f"on schedule {body['schedule']!r}" if body.get("schedule") else "on request only (no schedule)"
+        print(f"registered {body['name']} (lab {body['lab']}, {body['url']}); a worker syncs it {when}")
+    return EXIT_OK
+
+
+def cmd_connector_list(args: argparse.Namespace) -> int:
+    settings = resolve(args.server, args.token)
+    body = _api(settings, "GET", "/connectors")
+    if args.json:
+        print(json.dumps(body))
+        return EXIT_OK
+    for c in body:
+        last = c.get("last_sync") or {}
+        print(
+            f"{c['name']}\tlab {c['lab']}\t{c.get('schedule') or 'unscheduled'}\tcursor {c.get('cursor') or '-'}"
+            f"\tlast sync {last.get('status', '-')} {last.get('started_at', '')}"
+        )
+    return EXIT_OK
+
+
+def cmd_connector_sync(args: argparse.Namespace) -> int:
+    settings = resolve(args.server, args.token)
+    body = _api(settings, "POST", f"/connectors/{args.name}/syncs")
+    print(f"sync of {args.name} queued" if body["queued"] else f"a sync of {args.name} is already queued or running")
+    return EXIT_OK
+
+
+def cmd_connector_syncs(args: argparse.Namespace) -> int:
+    settings = resolve(args.server, args.token)
+    body = _api(settings, "GET", f"/connectors/{args.name}/syncs", params={"limit": args.limit})
+    if args.json:
+        print(json.dumps(body))
+        return EXIT_OK
+    for sync in body:
+        errors = "; ".join(f"{e['code']}: {e['message']}" for e in sync["errors"])
+        print(
+            f"{sync['started_at']}\t{sync['status']}\t{sync['records']} records, {len(sync['pages'])} pages"
+            f"\ttask {sync['task_id'] or '-'} {sync['import_status'] or ''}" + (f"\t{errors}" if errors else "")
+        )
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------- checkpoint pull
 
 
@@ -257,6 +390,9 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[Any, argpar
         except (UsageError, ConfigError) as exc:
             print(f"ledger: {exc}", file=sys.stderr)
             return EXIT_USAGE
+        except _Exit as exc:
+            print(f"ledger: {exc}", file=sys.stderr)
+            return exc.code
 
     return run
 
@@ -266,4 +402,9 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[Any, argpar
 COMMANDS: dict[str, Callable[[Any, argparse.Namespace], int]] = {
     "submit": _guarded(cmd_submit),
     "checkpoint_pull": _guarded(cmd_checkpoint_pull),
+    "pull": _guarded(cmd_pull),
+    "connector_add": _guarded(cmd_connector_add),
+    "connector_list": _guarded(cmd_connector_list),
+    "connector_sync": _guarded(cmd_connector_sync),
+    "connector_syncs": _guarded(cmd_connector_syncs),
 }

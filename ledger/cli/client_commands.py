@@ -57,7 +57,7 @@ def _server_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_commands(sub: Any) -> None:
-    """Register `submit` and `checkpoint pull` on the `ledger` argument parser."""
+    """Register `submit`, `pull`, `connector` and `checkpoint pull` on the `ledger` argument parser."""
     p = sub.add_parser(
         "submit",
         help="upload manifest files (resumable, retried) and follow their imports; exit codes below",
@@ -91,6 +91,49 @@ def add_commands(sub: Any) -> None:
         "--public-key", action="append", help="the pinned verifier key (or a file of keys) --receipt checks against"
     )
     p.set_defaults(func=_lazy("submit"), client=True)
+
+    p = sub.add_parser(
+        "pull",
+        help="run a connector's sync from this machine and deliver it as one import; exit codes below",
+        description="Reads the source definition FILE (TOML, docs/connectors.md), checks its map against the "
+        "server's policy, fetches every page from the upstream from the source's saved cursor, records the sync "
+        "and submits its records as one JSON Lines manifest (as `ledger submit` would). The upstream's secret is "
+        "read from the variable the definition's auth_env names. "
+        + _EXIT_CODES.replace("1 a failed", "5 a sync that ended partial (what it read is committed), 1 a failed"),
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="source definitions (TOML)")
+    _server_options(p)
+    p.add_argument("--no-wait", action="store_true", help="return once the manifest is uploaded, with the task id")
+    p.add_argument("--json", action="store_true", help="print one JSON object per source, one per line")
+    p.set_defaults(func=_lazy("pull"), client=True)
+
+    connector = sub.add_parser("connector", help="upstream sources registered with the server")
+    connector_sub = connector.add_subparsers(dest="connector_command", required=True)
+    p = connector_sub.add_parser(
+        "add",
+        help="register a source definition (TOML) with the server; a worker then runs it on its schedule",
+        description="Registers FILE (or replaces the definition of the source of that name, same lab). A worker "
+        "runs it on its `schedule` (cron), one sync at a time; it needs the variable auth_env names. "
+        "Exit 0 registered, 2 an invalid definition, 4 refused, 1 another error.",
+    )
+    p.add_argument("file", metavar="FILE")
+    _server_options(p)
+    p.add_argument("--json", action="store_true", help="print the registered source as JSON")
+    p.set_defaults(func=_lazy("connector_add"), client=True)
+    p = connector_sub.add_parser("list", help="the sources you may see, each with its latest sync")
+    _server_options(p)
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    p.set_defaults(func=_lazy("connector_list"), client=True)
+    p = connector_sub.add_parser("sync", help="start a sync of a registered source now, in a worker (officers, admins)")
+    p.add_argument("name", metavar="NAME")
+    _server_options(p)
+    p.set_defaults(func=_lazy("connector_sync"), client=True)
+    p = connector_sub.add_parser("syncs", help="a source's latest syncs: status, import, records, errors")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--limit", type=_positive(int, 1), default=10, help="how many (default: %(default)s)")
+    _server_options(p)
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    p.set_defaults(func=_lazy("connector_syncs"), client=True)
 
     checkpoint = sub.add_parser("checkpoint", help="signed checkpoints of the server's ledger")
     checkpoint_sub = checkpoint.add_subparsers(dest="checkpoint_command", required=True)

@@ -11,6 +11,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -49,6 +50,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from ledger.cli.supervisor import Supervisor
     from ledger.core.policy.registry import PolicyRegistry
     from ledger.logs import get_logger
+    from ledger.telemetry import tracing
 
     # The port first: a busy one stops start-up before the database, the workers or the
     # "listening" line exist (a second serve on the same home would otherwise start them all).
@@ -68,6 +70,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         raise
     count = settings.workers if args.workers is None else args.workers
     supervisor = Supervisor(workers=count, env={**os.environ, "LEDGER_DATABASE_URL": url}, database=embedded)
+    tracing.configure(tracing.API_SERVICE)  # before the app: its HTTP middleware is added only when on
     app = create_app(settings, url, policies=policies)
     host = f"[{args.host}]" if ":" in args.host else args.host
     where = f"http://{host}:{listener.getsockname()[1]}"
@@ -130,6 +133,8 @@ async def _first_admin_token(url: str) -> str | None:
     conn = await connect(url)
     try:
         token = await create_first_admin(conn, expires_in_days=Settings.from_env().token_ttl_days)
+        if token is not None:
+            await _audit_first_admin(conn, token)
         if token is None and not await any_admin(conn):
             print(
                 "no admin token is valid (all revoked or expired); make one with `ledger token create --role admin`",
@@ -141,12 +146,26 @@ async def _first_admin_token(url: str) -> str | None:
         await conn.close()
 
 
+async def _audit_first_admin(conn: Any, token: str) -> None:
+    """The admin token a first start mints is a token-created line (never its secret)."""
+    from ledger import audit_log
+    from ledger.db.tokens import find_token
+
+    found = await find_token(conn, token)
+    if found is not None:
+        row = found.row
+        target = audit_log.TargetUser(id=str(row.id), roles=[row.role], name=row.label)
+        audit_log.emit(audit_log.event(audit_log.TOKEN_CREATED, target=target))
+
+
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from ledger.cli.supervisor import follow_parent
     from ledger.jobs.worker import run_worker
+    from ledger.telemetry import tracing
 
     follow_parent(os.environ)
     url, _handle = resolve_database(settings)
+    tracing.configure(tracing.WORKER_SERVICE)
     # SIGTERM and SIGINT stop it gracefully: the running imports go back to the queue.
     return 0 if run_worker(settings, url) else 1
 
@@ -366,6 +385,9 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
             await conn.close()
 
     report = asyncio.run(run())
+    from ledger import audit_log
+
+    audit_log.emit(audit_log.verification_event(report))
     print(msgspec.json.encode(report).decode())
     if report.ok:
         print(
@@ -559,12 +581,112 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench_upload.set_defaults(func=cmd_bench_upload)
 
+    bench_load = sub.add_parser(
+        "bench-load",
+        help="lab managers uploading the 100,000-row sample while officers page the queue and auditors fetch "
+        "proofs, through Locust; exit 1 when a threshold does not hold",
+        description="Starts `ledger serve` on the loopback address, on a fresh embedded PostgreSQL under a temporary "
+        "LEDGER_HOME (LEDGER_DATABASE_URL is not passed on), imports the sample once, then runs Locust headless "
+        "for --duration seconds. Prints a table on stderr and one JSON object on stdout; exit 0 when every "
+        "threshold holds (>= 50,000 rows/min, p95 of the non-import requests <= 300 ms, failure ratio <= 1%) "
+        "and the chain verifies, 1 when not, 2 when it cannot run. Needs the extra: pip install -e '.[load]'.",
+    )
+    bench_load.add_argument(
+        "--duration", type=_whole(10, 3600), default=120, help="seconds of load (default: %(default)s)"
+    )
+    bench_load.add_argument(
+        "--host", default="127.0.0.1", help="loopback only: 127.0.0.1 or localhost (default: %(default)s)"
+    )
+    bench_load.add_argument("--managers", type=_whole(0), default=2, help="lab managers (default: %(default)s)")
+    bench_load.add_argument("--officers", type=_whole(0), default=4, help="compliance officers (default: %(default)s)")
+    bench_load.add_argument("--auditors", type=_whole(0), default=4, help="auditors (default: %(default)s)")
+    for role, who, low, high in (
+        ("manager", "a lab manager", 2, 5),
+        ("officer", "an officer", 1, 3),
+        ("auditor", "an auditor", 1, 3),
+    ):
+        bench_load.add_argument(
+            f"--{role}-wait",
+            type=float,
+            nargs=2,
+            default=[low, high],
+            metavar=("MIN", "MAX"),
+            help=f"seconds {who} waits between tasks, drawn evenly (default: {low} {high})",
+        )
+    bench_load.add_argument(
+        "--samples",
+        type=_whole(1, 200),
+        default=30,
+        help="distinct 100,000-row samples (10 MB each, written before the run) the uploads send in turn, so that "
+        "each commits rows of its own; past them an upload sends one again, whose rows are then duplicates "
+        "(default: %(default)s, about as many as two lab managers upload in 120 s)",
+    )
+    bench_load.set_defaults(func=cmd_bench_load)
+
+    bench_pull = sub.add_parser(
+        "bench-pull",
+        help="`ledger pull` of a whole upstream (a local one with latency) timed end to end; exit 1 when a run "
+        "went over max_in_flight or did not put every record on the ledger exactly once",
+        description="Each run starts `ledger serve` on a fresh embedded PostgreSQL under a temporary LEDGER_HOME "
+        "(LEDGER_DATABASE_URL is not passed on), the test upstream as a process on 127.0.0.1 (page-number "
+        "pagination) and `ledger pull --json` as a process, timed from its start to the import's done. Prints "
+        "each run on stderr and one JSON object (medians, [min, max] spreads, targets) on stdout. Exit 1 when a "
+        "run went over max_in_flight or the ledger does not hold every record exactly once, 2 when it cannot run.",
+    )
+    bench_pull.add_argument(
+        "--records", type=_whole(1, _ROWS_MAX), default=100_000, help="records upstream (default: %(default)s)"
+    )
+    bench_pull.add_argument(
+        "--page-size", type=_whole(1, 1000), default=500, help="records per page (default: %(default)s)"
+    )
+    bench_pull.add_argument(
+        "--latency", type=_seconds, default=0.02, help="seconds the upstream takes per page (default: %(default)s)"
+    )
+    bench_pull.add_argument(
+        "--max-in-flight", type=_whole(1, 64), default=8, help="the source's max_in_flight (default: %(default)s)"
+    )
+    bench_pull.add_argument(
+        "--runs", type=_whole(1), default=3, help="runs, each on a fresh server; medians (default: %(default)s)"
+    )
+    bench_pull.add_argument("--data-dir", help="where the temporary homes go (default LEDGER_HOME/bench)")
+    bench_pull.set_defaults(func=cmd_bench_pull)
+
+    bench_submit = sub.add_parser(
+        "bench-submit",
+        help="`ledger submit` of the sample manifest, timed to done beside `ledger bench`'s in-process figure for "
+        "the same file, with the client's peak RSS for a small and a big file",
+        description="Each run, on fresh embedded PostgreSQL servers (LEDGER_DATABASE_URL is not passed on): one "
+        "`ledger bench` run of the --rows sample (the baseline), `ledger submit --json` of the same file as a "
+        "process, timed from its start to the import's done, and of the --small-rows sample; the baseline and "
+        "the client take turns going first. Prints each run on stderr and one JSON object on stdout. Exit 1 when "
+        "the client's import did not commit, skip and quarantine what the baseline's did, 2 when it cannot run.",
+    )
+    bench_submit.add_argument(
+        "--rows", type=_whole(1, _ROWS_MAX), default=1_000_000, help="rows of the big sample (default: %(default)s)"
+    )
+    bench_submit.add_argument(
+        "--small-rows",
+        type=_whole(1, _ROWS_MAX),
+        default=100_000,
+        help="rows of the small sample, whose peak RSS is set beside the big one's (default: %(default)s)",
+    )
+    bench_submit.add_argument(
+        "--runs", type=_whole(1), default=3, help="paired runs; medians are printed (default: %(default)s)"
+    )
+    bench_submit.add_argument(
+        "--data-dir", help="where the samples are (written when missing) and the homes go (default LEDGER_HOME/bench)"
+    )
+    bench_submit.set_defaults(func=cmd_bench_submit)
+
     from ledger.cli.offline import add_commands
 
     add_commands(sub)
     from ledger.cli.client_commands import add_commands as add_client_commands
 
     add_client_commands(sub)
+    from ledger.cli.restore_drill import add_command as add_restore_drill
+
+    add_restore_drill(sub)
     _describe_environment(parser)
     return parser
 
@@ -590,9 +712,20 @@ def _whole(least: int, most: int | None = None) -> Callable[[str], int]:
     return whole
 
 
+def _seconds(raw: str) -> float:
+    """An argument type: seconds from 0 to 60."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {raw!r}") from None
+    if not 0 <= value <= 60:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 60 seconds, got {raw}")
+    return value
+
+
 # What each command reads from the environment. Every command but the offline ones opens the
 # service's database; and any of them refuses to start on a malformed LEDGER_* setting.
-_DATABASE_VARIABLES = ("LEDGER_DATABASE_URL", "LEDGER_HOME", "LEDGER_LOG_LEVEL")
+_DATABASE_VARIABLES = ("LEDGER_DATABASE_URL", "LEDGER_HOME", "LEDGER_LOG_LEVEL", "LEDGER_AUDIT_LOG")
 _WORKER_VARIABLES = (
     *_DATABASE_VARIABLES,
     "LEDGER_POLICIES_DIR",
@@ -608,6 +741,7 @@ _WORKER_VARIABLES = (
     "LEDGER_SPOOL_RETENTION_SECONDS",
     "LEDGER_SIGNING_KEY_FILE",
     "LEDGER_CHECKPOINT_ORIGIN",
+    "LEDGER_CHECKPOINT_INTERVAL_SECONDS",
 )
 _COMMAND_VARIABLES: dict[str, tuple[str, ...]] = {
     # serve runs the API and the workers; bench and bench-ui run serve with their own environment.
@@ -615,6 +749,10 @@ _COMMAND_VARIABLES: dict[str, tuple[str, ...]] = {
     "bench": VARIABLES,
     "bench-ui": VARIABLES,
     "bench-upload": (*VARIABLES, "LEDGER_CHROMIUM"),
+    # bench-load runs serve on an embedded PostgreSQL of its own whatever LEDGER_DATABASE_URL says.
+    "bench-load": tuple(name for name in VARIABLES if name != "LEDGER_DATABASE_URL"),
+    "bench-pull": tuple(name for name in VARIABLES if name != "LEDGER_DATABASE_URL"),
+    "bench-submit": tuple(name for name in VARIABLES if name != "LEDGER_DATABASE_URL"),
     "worker": _WORKER_VARIABLES,
     "status": (*_DATABASE_VARIABLES, "LEDGER_JOB_HEARTBEAT_TIMEOUT"),
     "token create": (*_DATABASE_VARIABLES, "LEDGER_TOKEN_TTL_DAYS"),
@@ -683,6 +821,71 @@ def cmd_bench_upload(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_load(settings: Settings, args: argparse.Namespace) -> int:
+    from ledger.bench.load import BenchLoadError, render_table, run_load_bench
+
+    try:
+        report = run_load_bench(
+            settings.home,
+            host=args.host,
+            duration=args.duration,
+            counts={"lab_manager": args.managers, "compliance_officer": args.officers, "auditor": args.auditors},
+            waits={
+                "lab_manager": tuple(args.manager_wait),
+                "compliance_officer": tuple(args.officer_wait),
+                "auditor": tuple(args.auditor_wait),
+            },
+            samples=args.samples,
+        )
+    except BenchLoadError as exc:
+        print(f"ledger bench-load: {exc}", file=sys.stderr)
+        return 2
+    print(render_table(report), file=sys.stderr)
+    print(msgspec.json.encode(report).decode())
+    return 0 if report.passed and report.verified else 1
+
+
+def _bench_dir(settings: Settings, args: argparse.Namespace) -> Path:
+    data_dir = Path(args.data_dir) if args.data_dir else settings.home / "bench"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o755)  # the embedded servers run as their own system user
+    return data_dir.resolve()
+
+
+def cmd_bench_pull(settings: Settings, args: argparse.Namespace) -> int:
+    from ledger.bench.pull import run_pull_bench
+
+    try:
+        report = run_pull_bench(
+            _bench_dir(settings, args),
+            records=args.records,
+            latency=args.latency,
+            page_size=args.page_size,
+            max_in_flight=args.max_in_flight,
+            runs=args.runs,
+        )
+    except RuntimeError as exc:  # a server, the upstream or the pull that did not come to its end
+        print(f"ledger bench-pull: {exc}", file=sys.stderr)
+        return 2
+    print(msgspec.json.encode(report).decode())
+    targets = report["targets"]
+    return 0 if targets["in_flight_never_over_the_limit"] and targets["every_record_once"] else 1
+
+
+def cmd_bench_submit(settings: Settings, args: argparse.Namespace) -> int:
+    from ledger.bench.submit import run_submit_bench
+
+    try:
+        report = run_submit_bench(
+            _bench_dir(settings, args), rows=args.rows, small_rows=args.small_rows, runs=args.runs
+        )
+    except RuntimeError as exc:  # a server or a submission that did not come to its end
+        print(f"ledger bench-submit: {exc}", file=sys.stderr)
+        return 2
+    print(msgspec.json.encode(report).decode())
+    return 0 if report["targets"]["same_counts_as_bench"] else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if getattr(args, "offline", False) or getattr(args, "client", False):
@@ -693,6 +896,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     settings = Settings.from_env()
     configure_logging(settings.log_level)
+    if (refused := _open_audit_log(settings, args.command)) is not None:
+        return refused
     from ledger.core.policy import PolicyError
 
     try:
@@ -704,6 +909,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ledger: cannot start: {exc}", file=sys.stderr)
         code = 2
     return code
+
+
+# Who writes a command's audit lines outside HTTP requests (docs/audit-log.md: event.provider).
+_AUDIT_PROVIDERS = {"serve": "server", "worker": "worker"}
+
+
+def _open_audit_log(settings: Settings, command: str) -> int | None:
+    """The audit log for the SIEM (ledger.audit_log): serve and worker write it to stdout unless
+    LEDGER_AUDIT_LOG says otherwise, a one-shot command to stderr (its stdout is its answer).
+    A destination it cannot open stops the command (2) before it changes anything."""
+    from ledger import audit_log
+
+    default = "stdout" if command in _AUDIT_PROVIDERS else "stderr"
+    try:
+        audit_log.configure(settings.audit_log or default, provider=_AUDIT_PROVIDERS.get(command, "cli"))
+    except (OSError, ValueError) as exc:
+        print(f"ledger: cannot open the audit log (LEDGER_AUDIT_LOG={settings.audit_log}): {exc}", file=sys.stderr)
+        return 2
+    return None
 
 
 if __name__ == "__main__":

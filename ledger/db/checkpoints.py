@@ -23,6 +23,7 @@ from typing import Any
 
 import msgspec
 
+from ledger import audit_log
 from ledger.core import records
 from ledger.core.bundle import CompactRange
 from ledger.core.checkpoint import Checkpoint, sign_checkpoint
@@ -43,6 +44,7 @@ __all__ = [
     "StoredCheckpoint",
     "after_advance",
     "checkpoint_at",
+    "checkpoint_event",
     "checkpoint_notes",
     "latest_checkpoint",
     "list_checkpoints",
@@ -114,21 +116,46 @@ async def after_advance(conn: Conn, signing: CheckpointSigning | None) -> None:
     headers agree again."""
     if signing is not None:
         with contextlib.suppress(CheckpointRefused):  # logged where it was raised
-            await sign_head(conn, signing.signer, signing.origin, locked=True)
+            checkpoint, created = await sign_head_created(conn, signing.signer, signing.origin, locked=True)
+            if created:  # written once the writer's transaction has committed
+                audit_log.after_commit(checkpoint_event(checkpoint))
 
 
-async def register_key(conn: Executor, signer: Signer) -> None:
+def checkpoint_event(checkpoint: StoredCheckpoint) -> audit_log.AuditEvent:
+    fields = audit_log.LedgerFields(
+        tree_size=checkpoint.tree_size,
+        root_hash=checkpoint.root_hash,
+        checkpoint_id=checkpoint.id,
+        key_name=checkpoint.key_name,
+        key_id=checkpoint.key_id,
+    )
+    return audit_log.event(audit_log.CHECKPOINT_SIGNED, ledger=fields)
+
+
+async def register_key(conn: Executor, signer: Signer) -> bool:
+    """Publish the key (before it signs anything); whether it is new. A new key beside earlier
+    ones is a rotation (a new LEDGER_SIGNING_KEY_FILE), and the audit log says so."""
     v = signer.verifier
-    await conn.execute(
+    row = await conn.fetchrow(
         """
-        INSERT INTO signing_keys (name, key_id, public_key, verifier_key) VALUES ($1, $2, $3, $4)
-        ON CONFLICT DO NOTHING
+        WITH added AS (
+            INSERT INTO signing_keys (name, key_id, public_key, verifier_key) VALUES ($1, $2, $3, $4)
+            ON CONFLICT DO NOTHING RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM added) AS added, (SELECT count(*) FROM signing_keys) AS before
         """,
         v.name,
         v.key_id.hex(),
         v.public_key,
         v.encode(),
     )
+    assert row is not None
+    if not row["added"]:
+        return False
+    action = audit_log.SIGNING_KEY_ROTATED if row["before"] else audit_log.SIGNING_KEY_REGISTERED
+    fields = audit_log.LedgerFields(key_name=v.name, key_id=v.key_id.hex())
+    audit_log.after_commit(audit_log.event(action, ledger=fields))
+    return True
 
 
 async def signing_keys(conn: Executor) -> list[SigningKey]:
@@ -293,6 +320,12 @@ async def _checked_tree_at(conn: Conn, size: int, own: Verifier) -> CompactRange
         batch_seq=failure.batch_seq,
         detail=failure.detail,
         tree_size=size,
+    )
+    # Evidence that the database was changed behind the service: written at once, whatever
+    # becomes of the transaction it was found in.
+    fields = audit_log.LedgerFields(tree_size=size, batch_seq=failure.batch_seq, entry_index=failure.entry)
+    audit_log.emit(
+        audit_log.event(audit_log.CHECKPOINT_REFUSED, outcome="failure", ledger=fields, error_code=failure.reason)
     )
     raise CheckpointRefused(failure)
 

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from ledger import audit_log
 from ledger.db import import_statuses as statuses
 from ledger.db.pool import Conn, Executor
 
@@ -68,6 +69,8 @@ class ImportRecord(msgspec.Struct, frozen=True, kw_only=True):
     attempts: list[dict[str, Any]] = []
     retry_at: datetime | None = None
     header: list[str] | None = None  # the manifest's header cells as written
+    # The W3C traceparent of the request that recorded it, which the worker's spans continue.
+    trace_context: str | None = None
 
 
 class StagingCheckpoint(msgspec.Struct, kw_only=True):
@@ -94,8 +97,8 @@ async def insert_import(conn: Executor, record: ImportRecord, submitted_by: uuid
         """
         INSERT INTO imports (id, idempotency_key, lab, policy_name, policy_version, policy_sha256,
                              manifest_sha256, manifest_bytes, filename, spool_path, dry_run, status,
-                             accepted_body, submitted_by, created_at, options)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'queued', $12, $13, $14, $15)
+                             accepted_body, submitted_by, created_at, options, trace_context)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'queued', $12, $13, $14, $15, $16)
         ON CONFLICT (lab, idempotency_key) DO NOTHING
         RETURNING true
         """,
@@ -114,6 +117,7 @@ async def insert_import(conn: Executor, record: ImportRecord, submitted_by: uuid
         submitted_by,
         record.created_at,
         record.options,
+        record.trace_context,
     )
     return bool(created)
 
@@ -211,15 +215,27 @@ async def reset_checkpoint(conn: Executor, import_id: uuid.UUID) -> None:
 
 
 async def mark_failed(conn: Executor, import_id: uuid.UUID, error: dict[str, Any]) -> None:
-    await conn.execute(
+    """End the import failed, unless it already ended done or cancelled; the audit log hears of
+    it the first time it fails."""
+    ended = await conn.fetchrow(
         """
+        WITH was AS (SELECT status FROM imports WHERE id = $1 FOR UPDATE)
         UPDATE imports SET status = 'failed', error = $2, finished_at = now(),
                rows_total = 0, rows_committed = 0, rows_duplicate = 0, rows_quarantined = 0
-        WHERE id = $1 AND status NOT IN ('cancelled', 'done')
+        FROM was
+        WHERE id = $1 AND imports.status NOT IN ('cancelled', 'done')
+        RETURNING imports.lab, imports.dry_run, was.status <> 'failed' AS newly
         """,
         import_id,
         error,
     )
+    if ended is not None and ended["newly"]:
+        fields = audit_log.LedgerFields(task_id=str(import_id), lab=ended["lab"], dry_run=ended["dry_run"])
+        code = str(error.get("code", "internal"))
+        failed = audit_log.event(
+            audit_log.IMPORT_FAILED, outcome="failure", ledger=fields, error_code=code, provider="worker"
+        )
+        audit_log.after_commit(failed)
 
 
 async def record_attempt(

@@ -11,7 +11,13 @@ from pgqueuer.queries import Queries
 
 from ledger.db.pool import Conn
 
-__all__ = ["IMPORT_ENTRYPOINT", "enqueue_import"]
+__all__ = [
+    "CONNECTOR_ENTRYPOINT",
+    "CONNECTOR_SCHEDULE_ENTRYPOINT",
+    "IMPORT_ENTRYPOINT",
+    "enqueue_connector_sync",
+    "enqueue_import",
+]
 
 IMPORT_ENTRYPOINT = "import_manifest"
 
@@ -23,3 +29,19 @@ async def enqueue_import(conn: Conn, import_id: uuid.UUID) -> None:
     await Queries(AsyncpgDriver(cast("asyncpg.Connection[Any]", conn))).enqueue(
         IMPORT_ENTRYPOINT, str(import_id).encode(), dedupe_key=f"import:{import_id}"
     )
+
+
+CONNECTOR_ENTRYPOINT = "connector_sync"
+# The scheduler's tick: once a minute, one worker (pgqueuer's schedules table decides which)
+# queues a sync of every registered source whose cron expression fell due.
+CONNECTOR_SCHEDULE_ENTRYPOINT = "connector_schedule"
+
+
+async def enqueue_connector_sync(conn: Conn, name: str, requested_by: str | None = None) -> bool:
+    """Queue a sync of source ``name``; False when one is already queued or running (the
+    dedupe key allows one live job per source across every worker)."""
+    payload = name.encode() if requested_by is None else f"{name}\n{requested_by}".encode()
+    ids = await Queries(AsyncpgDriver(cast("asyncpg.Connection[Any]", conn))).enqueue(
+        CONNECTOR_ENTRYPOINT, payload, dedupe_key=f"connector:{name}", on_conflict="skip"
+    )
+    return ids[0] is not None

@@ -21,10 +21,12 @@ from datetime import UTC, datetime
 
 import asyncpg
 import msgspec
+from opentelemetry import trace
 
+from ledger import audit_log
 from ledger.core import merkle, records
 from ledger.core.hashing import leaf_hash
-from ledger.db import chain
+from ledger.db import chain, connectors
 from ledger.db import import_decisions as decisions
 from ledger.db.checkpoints import CheckpointSigning
 from ledger.db.head import LockedHead, lock_head
@@ -42,6 +44,8 @@ __all__ = [
 
 # Rows fetched per round trip when streaming hashes out of a cursor.
 _FETCH_ROWS = 10_000
+
+_tracer = trace.get_tracer(__name__)
 
 # Where a second connection comes from: a pool's ``acquire``, say.
 SideConnection = Callable[[], AbstractAsyncContextManager[Conn]]
@@ -148,14 +152,16 @@ async def finalize_import(
     steps = _Steps()
     import_id = ctx.import_id
     _check_status(await conn.fetchval("SELECT status FROM imports WHERE id = $1", import_id), import_id)
-    decided_seq = await decisions.decide(conn, import_id, staged_rows=ctx.staged_rows)
+    with _tracer.start_as_current_span("decide"):  # a child of the import's span "finalize"
+        decided_seq = await decisions.decide(conn, import_id, staged_rows=ctx.staged_rows)
     steps.done("decide")
     hashes = not ctx.dry_run
     tally_task: asyncio.Task[_Tally] | None = None
     if side is not None:
         tally_task = asyncio.create_task(_side_pass(side, import_id, batch_rows_max, hashes=hashes))
     try:
-        async with conn.transaction():
+        # The import-done and checkpoint-signed audit lines are written once this commits.
+        async with audit_log.deferred(provider="worker"), conn.transaction():
             head = await _lock(conn, ctx)
             steps.done("lock")
             if head is not None and await decisions.stale(conn, import_id, decided_seq, staged_rows=ctx.staged_rows):
@@ -175,6 +181,10 @@ async def finalize_import(
             batches: list[tuple[int, bytes]] = []
             if head is not None:
                 head, batches = await _link(conn, head, ctx, tally)
+                # A connector's sync: its cursor moves with the commit, never before it.
+                await connectors.advance_cursor(conn, import_id)
+            else:
+                audit_log.after_commit(_done_event(ctx, counts, audit_log.LedgerFields()))
             await _mark_done(conn, import_id, counts)
         steps.done("commit")
     finally:
@@ -288,6 +298,7 @@ async def _link(
     head = await chain.append_batches(conn, head, [_batch("assets", r, n, ctx) for r, n in asset_roots], now)
     batches = [(first_seq + i, r) for i, (r, _) in enumerate(asset_roots)]
     counts = tally.counts
+    source = await conn.fetchval("SELECT source FROM imports WHERE id = $1", ctx.import_id)
     receipt = records.receipt_record(
         task_id=str(ctx.import_id),
         lab=ctx.lab,
@@ -301,21 +312,46 @@ async def _link(
         rows_quarantined=counts["quarantined"],
         outcomes_root=tally.outcomes_root.hex(),
         batches=[(s, h.hex()) for s, h in batches],
+        source=source,
     )
     receipt_leaf = leaf_hash(receipt)
-    head = await chain.append_batches(conn, head, [_batch("receipt", merkle.root([receipt_leaf]), 1, ctx)], now)
-    await conn.execute(
+    receipt_root = merkle.root([receipt_leaf])
+    head = await chain.append_batches(conn, head, [_batch("receipt", receipt_root, 1, ctx)], now)
+    entry_id = await conn.fetchval(
         """
         INSERT INTO ledger_entries (batch_seq, idx, kind, record, leaf_hash, import_id)
-        VALUES ($1, 0, 'receipt', $2, $3, $4)
+        VALUES ($1, 0, 'receipt', $2, $3, $4) RETURNING id
         """,
         head.seq,
         receipt,
         receipt_leaf,
         ctx.import_id,
     )
+    receipt_at = audit_log.LedgerFields(
+        batch_seq=head.seq,
+        entry_index=0,
+        entry_id=entry_id,
+        batch_hash=receipt_root.hex(),
+        record_hash=receipt_leaf.hex(),
+    )
+    audit_log.after_commit(_done_event(ctx, counts, receipt_at))
     await chain.advance_head(conn, head, ctx.signing)
     return head, batches
+
+
+def _done_event(ctx: ImportContext, counts: dict[str, int], receipt: audit_log.LedgerFields) -> audit_log.AuditEvent:
+    """import-done, at its receipt's position on the ledger (a dry run has none)."""
+    fields = msgspec.structs.replace(
+        receipt,
+        task_id=str(ctx.import_id),
+        lab=ctx.lab,
+        dry_run=ctx.dry_run,
+        rows_total=counts["total"],
+        rows_committed=counts["committed"],
+        rows_duplicate=counts["duplicate"],
+        rows_quarantined=counts["quarantined"],
+    )
+    return audit_log.event(audit_log.IMPORT_DONE, ledger=fields)
 
 
 def _batch(kind: str, root: bytes, size: int, ctx: ImportContext) -> chain.NewBatch:

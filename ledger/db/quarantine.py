@@ -41,6 +41,7 @@ __all__ = [
     "iter_items",
     "latest_assets",
     "list_items",
+    "open_by_reason",
     "set_lock_timeout",
 ]
 
@@ -267,6 +268,19 @@ async def iter_items(conn: Conn, flt: ItemFilter) -> AsyncIterator[ItemRow]:
 async def count_items(conn: Executor, flt: ItemFilter) -> int:
     async with _planned_per_call(conn) as planned:
         return int(await planned.fetchval(_ITEMS + "SELECT count(*) FROM matching", *_params(flt)))
+
+
+async def open_by_reason(conn: Executor) -> list[tuple[str, int, float]]:
+    """(reason, open items, seconds since the oldest of them was quarantined) per reason: the
+    queue's own item semantics, counted as a set (GET /metrics)."""
+    async with _planned_per_call(conn) as planned:
+        rows = await planned.fetch(
+            _ITEMS
+            + """SELECT reason, count(*) AS n, extract(epoch FROM now() - min(quarantined_at))::float8 AS oldest
+                 FROM matching GROUP BY reason""",
+            *_params(ItemFilter(status="open")),
+        )
+    return [(str(r["reason"]), int(r["n"]), float(r["oldest"])) for r in rows]
 
 
 class Counts(msgspec.Struct, frozen=True):

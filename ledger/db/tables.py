@@ -138,6 +138,12 @@ imports = Table(
     # retry_at}), and when the next one is due while the import waits in 'retrying'.
     Column("attempts", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     Column("retry_at", DateTime(timezone=True)),
+    # Seconds each stage took, for the metrics' duration histograms, and the traceparent of the
+    # request that recorded the import, which the worker's spans continue (migration 0015).
+    Column("stage_seconds", JSONB),
+    Column("trace_context", Text),
+    # For an import made by a connector's sync: what its receipt records of the sync (migration 0016).
+    Column("source", JSONB),
     CheckConstraint(_in("status", IMPORT_STATUSES), name="imports_status_check"),
     UniqueConstraint("lab", "idempotency_key", name="imports_lab_idempotency_key"),
 )
@@ -436,6 +442,67 @@ web_sessions = Table(
 )
 Index("web_sessions_token_idx", web_sessions.c.token_id)
 Index("web_sessions_expires_idx", web_sessions.c.expires_at)
+
+# Upstream sources (ledger.connectors, migration 0016): the validated definition, the
+# schedule the worker runs it on (only if registered with `ledger connector add`), and the
+# incremental cursor, moved only by the transaction that commits a sync's import.
+connectors = Table(
+    "connectors",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("lab", Text, ForeignKey("labs.name", name="connectors_lab_fkey"), nullable=False),
+    Column("definition", JSONB, nullable=False),
+    Column("schedule", Text),
+    Column("scheduled", Boolean, nullable=False, server_default=text("false")),
+    Column(
+        "created_by",
+        UUID(as_uuid=True),
+        ForeignKey("tokens.id", name="connectors_created_by_fkey", ondelete="SET NULL"),
+    ),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("cursor", JSONB),
+    Column("cursor_updated_at", DateTime(timezone=True)),
+    Column("last_run_at", DateTime(timezone=True)),
+)
+
+# Every sync of a source, by a worker or by `ledger pull`: what it read, page by page, and
+# the import it became.
+connector_syncs = Table(
+    "connector_syncs",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column(
+        "connector",
+        Text,
+        ForeignKey("connectors.name", name="connector_syncs_connector_fkey", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("lab", Text, nullable=False),
+    Column("origin", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("import_id", UUID(as_uuid=True), ForeignKey("imports.id", name="connector_syncs_import_fkey")),
+    Column("manifest_sha256", Text),
+    Column("records", BigInteger, nullable=False, server_default=text("0")),
+    Column("fetched", BigInteger, nullable=False, server_default=text("0")),
+    Column("skipped", BigInteger, nullable=False, server_default=text("0")),
+    Column("pages", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("errors", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("problems", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("cursor_from", Text),
+    Column("cursor_to", JSONB),
+    Column("requested_by", UUID(as_uuid=True)),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("finished_at", DateTime(timezone=True)),
+    CheckConstraint("origin IN ('worker', 'client')", name="connector_syncs_origin_check"),
+    CheckConstraint("status IN ('running', 'ok', 'partial', 'failed')", name="connector_syncs_status_check"),
+)
+Index("connector_syncs_connector_idx", connector_syncs.c.connector, connector_syncs.c.started_at)
+Index(
+    "connector_syncs_import_idx",
+    connector_syncs.c.import_id,
+    postgresql_where=connector_syncs.c.import_id.isnot(None),
+)
 
 APPEND_ONLY_TABLES = (
     "ledger_batches",

@@ -38,6 +38,8 @@ class TokenRow(msgspec.Struct, frozen=True):
     id: uuid.UUID
     role: str
     labs: tuple[str, ...]
+    # Whom the token is for, as an admin wrote it: the audit log's user.name.
+    label: str | None = None
 
 
 class TokenLookup(msgspec.Struct, frozen=True):
@@ -104,7 +106,7 @@ async def create_token(
         label,
         expires_in_days,
     )
-    return token, TokenRow(id=row_id, role=role, labs=tuple(labs))
+    return token, TokenRow(id=row_id, role=role, labs=tuple(labs), label=label)
 
 
 async def find_token(conn: Executor, token: str) -> TokenLookup | None:
@@ -114,7 +116,7 @@ async def find_token(conn: Executor, token: str) -> TokenLookup | None:
     row = await conn.fetchrow(
         """
         WITH found AS (
-            SELECT id, role, labs, last_used_at,
+            SELECT id, role, labs, label, last_used_at,
                    expires_at IS NOT NULL AND expires_at <= now() AS expired
             FROM tokens WHERE token_hash = $1 AND revoked_at IS NULL
         ), touched AS (
@@ -123,13 +125,14 @@ async def find_token(conn: Executor, token: str) -> TokenLookup | None:
             WHERE tokens.id = found.id AND NOT found.expired
               AND (found.last_used_at IS NULL OR found.last_used_at < now() - interval '1 minute')
         )
-        SELECT id, role, labs, expired FROM found
+        SELECT id, role, labs, label, expired FROM found
         """,
         token_digest(token),
     )
     if row is None:
         return None
-    return TokenLookup(row=TokenRow(id=row["id"], role=row["role"], labs=tuple(row["labs"])), expired=row["expired"])
+    found = TokenRow(id=row["id"], role=row["role"], labs=tuple(row["labs"]), label=row["label"])
+    return TokenLookup(row=found, expired=row["expired"])
 
 
 async def get_token(conn: Executor, token_id: uuid.UUID) -> TokenInfo | None:

@@ -88,13 +88,20 @@ async def _check_tree(conn: Conn) -> Failure | None:
 async def _check_no_stray_entries(conn: Conn, report: VerifyReport) -> VerifyReport:
     """Entries are read batch by batch along the chain, so one naming a batch the chain does
     not have would never be read; no foreign key stops its insertion (they were dropped from
-    the bulk path), so look for it: one index range probe."""
+    the bulk path), so look for it: one index range probe past the batches checked.
+
+    This runs after the chain's snapshot: a commit since then has linked batches past the last
+    one checked, with their entries. Those name a batch that exists (the next verification
+    checks them); only an entry naming no batch at all is stray. Before, an import committing
+    during a verification made it report the ledger tampered (entry_outside_chain)."""
     if not report.ok:
         return report
     stray = await conn.fetchrow(
         """
-        SELECT batch_seq, idx FROM ledger_entries WHERE batch_seq < 1 OR batch_seq > $1
-        ORDER BY batch_seq, idx LIMIT 1
+        SELECT e.batch_seq, e.idx FROM ledger_entries e
+        WHERE (e.batch_seq < 1 OR e.batch_seq > $1)
+          AND NOT EXISTS (SELECT 1 FROM ledger_batches b WHERE b.seq = e.batch_seq)
+        ORDER BY e.batch_seq, e.idx LIMIT 1
         """,
         report.batches_checked,
     )

@@ -50,7 +50,7 @@ async def find_session(conn: Executor, secret: str) -> SessionLookup | None:
     """The unexpired session with this secret and its token, or None."""
     row = await conn.fetchrow(
         """
-        SELECT s.id, s.expires_at, t.id AS token_id, t.role, t.labs,
+        SELECT s.id, s.expires_at, t.id AS token_id, t.role, t.labs, t.label,
                t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now()) AS token_ok
         FROM web_sessions s JOIN tokens t ON t.id = s.token_id
         WHERE s.secret_hash = $1 AND s.expires_at > now()
@@ -59,7 +59,7 @@ async def find_session(conn: Executor, secret: str) -> SessionLookup | None:
     )
     if row is None:
         return None
-    token = TokenRow(id=row["token_id"], role=row["role"], labs=tuple(row["labs"]))
+    token = TokenRow(id=row["token_id"], role=row["role"], labs=tuple(row["labs"]), label=row["label"])
     return SessionLookup(id=row["id"], token=token, token_ok=row["token_ok"], expires_at=row["expires_at"])
 
 

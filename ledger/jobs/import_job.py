@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 import msgspec
+from opentelemetry import trace
 
 from ledger.config import Settings
 from ledger.core.policy import ManifestRefused, Policy
@@ -23,7 +24,7 @@ from ledger.core.policy.registry import PolicyRegistry, UnknownPolicy
 from ledger.db import import_decisions as decisions
 from ledger.db import import_statuses as statuses
 from ledger.db import imports as imports_db
-from ledger.db import locks, staging
+from ledger.db import locks, metrics_stages, staging
 from ledger.db.checkpoints import CheckpointSigning
 from ledger.db.ledger_store import (
     ImportAlreadyFinished,
@@ -40,11 +41,14 @@ from ledger.ingest.staged_rows import STAGING_COLUMNS, StagedRow, stage_chunk
 from ledger.ingest.staging_processes import StagedChunk, StageJob, staged_chunks
 from ledger.jobs import spool_janitor
 from ledger.jobs.retry import RetryPolicy, RetryRequested, is_transient
+from ledger.jobs.stage_clock import StageClock
 from ledger.logs import get_logger
 
 __all__ = ["StagedRow", "run_import", "run_import_job", "stage_chunk"]
 
 log = get_logger("ledger.pipeline")
+# The stages' spans, children of the worker's span ``import`` (docs/tracing.md).
+tracer = trace.get_tracer(__name__)
 
 # An import in one of these when its job starts was running when its last run ended.
 RUNNING_STATUSES = frozenset(statuses.RUNNING)
@@ -115,13 +119,17 @@ async def _run_locked(
 ) -> None:
     import_id = record.id
     started = time.perf_counter()
+    clock = StageClock()  # this run's stages, for GET /metrics (imports.stage_seconds)
     try:
         policy = _policy_for(policies, record)
         checkpoint = await _resume_point(conn, record, bound)
         await imports_db.set_status(conn, import_id, "parsing")
         # For the ETA: what the final step is likely to cost, from the imports before this one.
         await imports_db.learn_finalize_cost(conn, import_id)
-        checkpoint = await _stage(conn, record, policy, settings, checkpoint, bound)
+        with tracer.start_as_current_span("parse_validate") as span:
+            checkpoint = await _stage(conn, record, policy, settings, checkpoint, bound, clock)
+            span.set_attribute("ledger.rows", checkpoint.rows)
+        clock.switch(None)
         bound.info(
             "staged",
             stage="validating",
@@ -131,22 +139,23 @@ async def _run_locked(
         )
         await imports_db.set_status(conn, import_id, "finalizing")
         t0 = time.perf_counter()
-        result = await finalize_import(
-            conn,
-            ImportContext(
-                import_id=import_id,
-                lab=record.lab,
-                policy_name=record.policy_name,
-                policy_version=record.policy_version,
-                policy_sha256=record.policy_sha256,
-                manifest_sha256=record.manifest_sha256,
-                dry_run=record.dry_run,
-                staged_rows=checkpoint.rows,
-                signing=signing,
-            ),
-            batch_rows_max=settings.batch_rows_max,
-            side=side,
-        )
+        with tracer.start_as_current_span("finalize"):
+            result = await finalize_import(
+                conn,
+                ImportContext(
+                    import_id=import_id,
+                    lab=record.lab,
+                    policy_name=record.policy_name,
+                    policy_version=record.policy_version,
+                    policy_sha256=record.policy_sha256,
+                    manifest_sha256=record.manifest_sha256,
+                    dry_run=record.dry_run,
+                    staged_rows=checkpoint.rows,
+                    signing=signing,
+                ),
+                batch_rows_max=settings.batch_rows_max,
+                side=side,
+            )
         bound.info(
             "import_done",
             stage="finalizing",
@@ -159,20 +168,37 @@ async def _run_locked(
             finalize_steps=result.timings,
             seconds=round(time.perf_counter() - started, 3),
         )
+        clock.add_finalize(result.timings)
+        await metrics_stages.record_stages(conn, import_id, clock.seconds())
+        trace.get_current_span().set_attributes(
+            {
+                "ledger.status": statuses.DONE,
+                "ledger.rows_total": result.rows_total,
+                "ledger.rows_committed": result.rows_committed,
+                "ledger.rows_duplicate": result.rows_duplicate,
+                "ledger.rows_quarantined": result.rows_quarantined,
+                "ledger.batches": len(result.batches),
+            }
+        )
     except ImportAlreadyFinished:
         bound.info("import_already_finished", stage="finalizing")
     except ImportCancelled:
         bound.info("import_cancelled", stage="pipeline")
+        trace.get_current_span().set_attribute("ledger.status", statuses.CANCELLED)
         await decisions.discard_working_rows(conn, import_id)
     except ImportFailed as exc:
         bound.info("import_refused", stage="parsing", code=exc.error["code"], reason=str(exc))
+        _span_failed(exc, exc.error["code"])
         await _fail(conn, import_id, exc.error)
+        await metrics_stages.record_stages(conn, import_id, clock.seconds())
     except Exception as exc:
         if is_transient(exc):
             raise
         # Never leave an import hanging: an unexpected fault still ends it, with a code.
         bound.exception("import_crashed", stage="pipeline")
+        _span_failed(exc, "internal")
         await _fail(conn, import_id, {"code": "internal", "message": f"import failed: {type(exc).__name__}"})
+        await metrics_stages.record_stages(conn, import_id, clock.seconds())
 
 
 async def run_import_job(
@@ -192,10 +218,12 @@ async def run_import_job(
             await run_import(conn, import_id, policies, settings, retry=retry, side=pool.acquire, signing=signing)
     except Exception as exc:
         if not is_transient(exc):
+            _span_failed(exc, "internal")
             log.exception("import_job_crashed", stage="pipeline", task_id=str(import_id))
             with suppress(Exception):
                 await imports_db.mark_failed(pool, import_id, {"code": "internal", "message": "import failed"})
         else:
+            _span_failed(exc, "transient_failure", status=None)  # this run's; the import may be retried
             await _retry_later(pool, import_id, exc, retry)  # raises RetryRequested unless it gave up
     # Its upload goes once the import has ended (a retry or a hand-back re-reads it, and leaves
     # above by raising); spool_janitor checks the status again.
@@ -229,6 +257,16 @@ async def _retry_later(pool: asyncpg.Pool[Any], import_id: uuid.UUID, exc: Excep
         "import_retrying", stage="retry", delay_seconds=round(delay.total_seconds(), 3), error=error["message"]
     )
     raise RetryRequested(delay=delay, reason=error["message"]) from exc
+
+
+def _span_failed(exc: BaseException, code: str, status: str | None = statuses.FAILED) -> None:
+    """On the current span (the import's): the exception, and an error status with its code."""
+    span = trace.get_current_span()
+    span.record_exception(exc)
+    span.set_status(trace.Status(trace.StatusCode.ERROR, code))
+    span.set_attribute("ledger.error_code", code)
+    if status is not None:
+        span.set_attribute("ledger.status", status)
 
 
 def gave_up(failed: int) -> dict[str, Any]:
@@ -313,10 +351,12 @@ async def _stage(
     settings: Settings,
     checkpoint: imports_db.StagingCheckpoint,
     bound: Any,
+    clock: StageClock,
 ) -> imports_db.StagingCheckpoint:
     """Stage every record past the checkpoint; each chunk's COPY commits with its checkpoint."""
     if checkpoint.complete:
         return checkpoint
+    clock.switch("parse_validate")  # reading and validating, until a chunk is ready to COPY
     header, fmt, warnings = _read_header(record, policy)
     await imports_db.record_header(conn, record.id, header=header, fmt=fmt, warnings=warnings)
     job = StageJob(
@@ -345,12 +385,17 @@ async def _stage(
         # aclosing: on a cancel or a refusal the staging processes stop now, not at GC.
         async with slot, aclosing(staged_chunks(job, processes)) as chunks:
             async for chunk in chunks:
-                await _commit_chunk(conn, record.id, checkpoint, chunk)
+                clock.switch("stage")
+                with tracer.start_as_current_span("stage", attributes={"ledger.rows": chunk.rows}):
+                    await _commit_chunk(conn, record.id, checkpoint, chunk)
+                clock.switch("parse_validate")
     except ManifestError as exc:
         raise ImportFailed(exc.code, exc.message) from exc
+    clock.switch("stage")
     checkpoint.complete = True
-    await imports_db.save_checkpoint(conn, record.id, checkpoint)
-    await staging.analyze(conn)
+    with tracer.start_as_current_span("stage", attributes={"ledger.complete": True}):
+        await imports_db.save_checkpoint(conn, record.id, checkpoint)
+        await staging.analyze(conn)
     return checkpoint
 
 

@@ -13,33 +13,40 @@ import contextlib
 import os
 import signal
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+from opentelemetry import context, trace
 from pgqueuer.db import AsyncpgDriver
-from pgqueuer.models import Job
+from pgqueuer.models import Job, Schedule
 from pgqueuer.qm import QueueManager
 from pgqueuer.queries import Queries
+from pgqueuer.sm import SchedulerManager
 
 from ledger.config import Settings
 from ledger.core.policy.registry import PolicyRegistry
 from ledger.db import import_decisions as decisions
 from ledger.db import imports as imports_db
-from ledger.db import projection, workers
-from ledger.db.job_queue import IMPORT_ENTRYPOINT
+from ledger.db import metrics_stages, projection, workers
+from ledger.db.job_queue import CONNECTOR_ENTRYPOINT, CONNECTOR_SCHEDULE_ENTRYPOINT, IMPORT_ENTRYPOINT
 from ledger.db.pool import connect, create_pool
 from ledger.jobs import spool_janitor
+from ledger.jobs.checkpoint_timer import run_checkpoint_timer
 from ledger.jobs.import_job import run_import_job
 from ledger.jobs.retry import RetryPolicy, RetryRequested
 from ledger.logs import get_logger
+from ledger.services import connectors
 from ledger.services.signing import load_signing
+from ledger.telemetry import tracing
 
 __all__ = ["APPLICATION_NAME", "Worker", "run_worker", "running_worker"]
 
 log = get_logger("ledger.worker")
+tracer = trace.get_tracer(__name__)
 
 # How the worker's connections show in pg_stat_activity (an import's own connection is renamed
 # `ledger-import:<task id>` while it runs).
@@ -76,7 +83,9 @@ class Worker:
         pool = await create_pool(
             self.database_url,
             min_size=1,
-            max_size=2 * self.settings.imports_running_max + 2,
+            # A connector's sync holds one more for as long as it runs (its source's lock), and
+            # as many syncs as imports may run at once; the checkpoint timer takes one at times.
+            max_size=3 * self.settings.imports_running_max + 3,
             application_name=APPLICATION_NAME,
         )
         try:
@@ -94,14 +103,39 @@ class Worker:
         # commit did not get to: the projector applies the projection when it is set.
         wanted = asyncio.Event()
         wanted.set()
+        # The spans of the imports whose commits the next projection run applies (its links).
+        applied: list[trace.Link] = []
 
         @qm.entrypoint(IMPORT_ENTRYPOINT, concurrency_limit=self.settings.imports_running_max)
         async def import_manifest(job: Job) -> None:
             assert job.payload is not None
-            await self._import(pool, uuid.UUID(job.payload.decode()))
+            import_id = uuid.UUID(job.payload.decode())
+            # The import's span continues the trace of the request that recorded it.
+            parent, attributes = await _import_trace(pool, import_id)
+            with tracer.start_as_current_span(
+                "import", context=parent, kind=trace.SpanKind.CONSUMER, attributes=attributes
+            ) as span:
+                await self._import(pool, import_id)
+            if span.get_span_context().is_valid:
+                applied.append(trace.Link(span.get_span_context()))
             # Applied by the worker's projector, not in this job: the job's slot is free for
             # the next import while the projection waits for (or follows) its final step.
             wanted.set()
+
+        # Connectors' syncs: one job per source at most (its dedupe key), and one sync per
+        # source across every worker (its advisory lock); a sync that fails is recorded failed
+        # and ends its job, so one source never stops another.
+        @qm.entrypoint(CONNECTOR_ENTRYPOINT, concurrency_limit=self.settings.imports_running_max)
+        async def sync_connector(job: Job) -> None:
+            assert job.payload is not None
+            name, _, requested_by = job.payload.decode().partition("\n")
+            await connectors.run_worker_sync(
+                pool,
+                self.settings,
+                self.policies,
+                name,
+                requested_by=uuid.UUID(requested_by) if requested_by else None,
+            )
 
         timeout = self.settings.job_heartbeat_timeout_seconds
         await workers.register(pool, self.id, hostname=socket.gethostname(), pid=os.getpid(), timeout_seconds=timeout)
@@ -109,9 +143,11 @@ class Worker:
         async with pool.acquire() as c:
             await decisions.sweep_finished(c)
         background = [
-            asyncio.create_task(_projector(pool, wanted)),
+            asyncio.create_task(_projector(pool, wanted, applied)),
             asyncio.create_task(self._beat(pool, conn)),
             asyncio.create_task(spool_janitor.run_janitor(pool, self.settings)),
+            asyncio.create_task(run_checkpoint_timer(pool, self.settings, self.signing)),
+            asyncio.create_task(self._schedule(pool)),
         ]
         log.info("worker_started", stage="worker", worker_id=str(self.id), pid=os.getpid())
         heartbeat = timedelta(seconds=timeout)
@@ -156,6 +192,30 @@ class Worker:
         finally:
             self._running.pop(import_id, None)
 
+    async def _schedule(self, pool: asyncpg.Pool[Any]) -> None:
+        """pgqueuer's scheduler, on a connection of its own: once a minute one worker (the
+        schedules table decides which) queues the registered sources whose cron fell due."""
+        conn = await connect(self.database_url, application_name=APPLICATION_NAME)
+        sm = SchedulerManager(Queries(AsyncpgDriver(conn)))
+
+        @sm.schedule(CONNECTOR_SCHEDULE_ENTRYPOINT, "* * * * *")
+        async def due_connectors(schedule: Schedule) -> None:
+            due = await connectors.run_scheduled(pool, datetime.now(UTC))
+            if due:
+                log.info("connector_syncs_due", stage="connectors", connectors=due)
+
+        try:
+            await sm.run()
+        except asyncio.CancelledError:
+            sm.shutdown.set()
+            raise
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            # Schedules are a convenience: the worker goes on taking jobs without them.
+            log.exception("scheduler_failed", stage="connectors")
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
     async def _beat(self, pool: asyncpg.Pool[Any], queue_conn: asyncpg.Connection[Any]) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_seconds)
@@ -182,16 +242,39 @@ class Worker:
             task.cancel()
 
 
-async def _projector(pool: asyncpg.Pool[Any], wanted: asyncio.Event) -> None:
+async def _import_trace(
+    pool: asyncpg.Pool[Any], import_id: uuid.UUID
+) -> tuple[context.Context | None, dict[str, str | bool]]:
+    """The trace an import's span continues (its request's, from ``imports.trace_context``) and
+    the span's attributes; read only when tracing is on."""
+    attributes: dict[str, str | bool] = {"ledger.task_id": str(import_id)}
+    if not tracing.enabled():
+        return None, attributes
+    record = await imports_db.get_import(pool, import_id)
+    if record is None:
+        return None, attributes
+    attributes.update({"ledger.lab": record.lab, "ledger.policy": record.policy_name, "ledger.dry_run": record.dry_run})
+    return tracing.parent_context(record.trace_context), attributes
+
+
+async def _projector(pool: asyncpg.Pool[Any], wanted: asyncio.Event, applied: list[trace.Link]) -> None:
     """One per worker: applies the projection whenever a commit asked for it, one run at a time
-    (a run that starts after several commits applies them all)."""
+    (a run that starts after several commits applies them all). Its span links to the spans of
+    the imports it applies: one run may apply several, so it is the child of none."""
     while True:
         await wanted.wait()
         wanted.clear()
+        links = applied[:]
+        applied.clear()
         try:
-            async with pool.acquire() as conn:
-                await projection.apply_pending(conn)
+            with tracer.start_as_current_span("projection", links=links):
+                async with pool.acquire() as conn:
+                    started, before = time.perf_counter(), await projection.projection_state(conn)
+                    if await projection.apply_pending(conn):
+                        # The imports it made current get the run's time (GET /metrics, stage "projection").
+                        await metrics_stages.record_projection(conn, before.applied_seq, time.perf_counter() - started)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            applied[:0] = links  # the next run applies them
             # A failure loses nothing (the watermark stays where it was): try again shortly.
             log.exception("projection_failed", stage="projection")
             await asyncio.sleep(1.0)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import msgspec
 
+from ledger import audit_log
 from ledger.core import roles
 from ledger.core.policy.rules import echo
 from ledger.db import imports as imports_db
@@ -16,6 +17,7 @@ from ledger.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 
 __all__ = [
     "Principal",
+    "denied",
     "principal_of",
     "readable_import",
     "require_lab",
@@ -30,6 +32,7 @@ class Principal(msgspec.Struct, frozen=True):
     token_id: uuid.UUID
     role: str
     labs: tuple[str, ...]
+    label: str | None = None
 
 
 async def principal_of(conn: Executor, token: str) -> Principal:
@@ -42,13 +45,23 @@ async def principal_of(conn: Executor, token: str) -> Principal:
     if found.expired:
         raise Unauthorized("token_expired", "the token has expired; ask an admin for a new one")
     row = found.row
-    return Principal(token_id=row.id, role=row.role, labs=row.labs)
+    return Principal(token_id=row.id, role=row.role, labs=row.labs, label=row.label)
+
+
+def denied(principal: Principal | None, reason: str, code: str = "forbidden") -> None:
+    """An access-denied line in the audit log: every refusal for who the caller is, or for a lab
+    it does not act for (which some answers disguise as 404), whatever page or route refused."""
+    audit_log.emit(
+        audit_log.event(audit_log.ACCESS_DENIED, outcome="failure", actor=principal, reason=reason, error_code=code)
+    )
 
 
 def require_role(principal: Principal, allowed: Sequence[str]) -> None:
     """Called by the API's guards (ledger.api.guards) before a request's parameters are read."""
     if principal.role not in allowed:
-        raise Forbidden(f"this action needs one of the roles {', '.join(allowed)}; you are {principal.role}")
+        refusal = Forbidden(f"this action needs one of the roles {', '.join(allowed)}; you are {principal.role}")
+        denied(principal, refusal.message)
+        raise refusal
 
 
 def visible_labs(principal: Principal) -> tuple[str, ...] | None:
@@ -65,6 +78,8 @@ def require_lab(principal: Principal, lab: str) -> None:
     """For a lab the caller names itself (a submission's): 403, which reveals nothing it did not
     send. Records found by id use sees_lab and answer like an unknown id instead."""
     if not sees_lab(principal, lab):
+        # The audit line does not quote the lab: it is whatever the client sent.
+        denied(principal, "the request names a lab the caller does not act for")
         raise Forbidden(f"you do not act for lab {echo(lab)}")
 
 
@@ -87,6 +102,9 @@ async def readable_import(conn: Executor, principal: Principal, task_id: str) ->
     except ValueError:
         raise missing from None
     record = await imports_db.get_import(conn, import_id)
-    if record is None or not sees_lab(principal, record.lab):
+    if record is None:
+        raise missing
+    if not sees_lab(principal, record.lab):
+        denied(principal, "the import belongs to a lab the caller does not act for", "other_lab")
         raise missing
     return record

@@ -14,6 +14,7 @@ from typing import Any, TypeAlias
 import asyncpg
 import msgspec
 
+from ledger import audit_log
 from ledger.core.bundle import (
     BatchLine,
     BundleStart,
@@ -136,8 +137,11 @@ async def request_checkpoint(pool: Pool, signing: CheckpointSigning | None) -> t
     ``checkpoint_refused``) when the stored tree is not the one the batch headers give."""
     if signing is None:
         raise Unavailable("no_signing_key", "this process has no checkpoint signing key configured")
-    async with pool.acquire() as conn:
-        return await cp.sign_head_created(conn, signing.signer, signing.origin)
+    async with pool.acquire() as conn, audit_log.deferred():
+        checkpoint, created = await cp.sign_head_created(conn, signing.signer, signing.origin)
+        if created:
+            audit_log.after_commit(cp.checkpoint_event(checkpoint))
+        return checkpoint, created
 
 
 async def latest_checkpoint(pool: Pool, signing: CheckpointSigning | None) -> StoredCheckpoint:

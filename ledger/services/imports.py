@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -14,26 +15,37 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from ledger import audit_log
 from ledger.config import Settings
 from ledger.core.policy import Policy
 from ledger.core.policy.registry import PolicyRegistry, UnknownPolicy
+from ledger.core.policy.rules import echo
 from ledger.core.review import PolicyRef
+from ledger.db import connectors as connectors_db
 from ledger.db import import_statuses as statuses
 from ledger.db import imports as imports_db
-from ledger.db import locks
+from ledger.db import locks, metrics_stages
 from ledger.db.cursors import decode_row_cursor
 from ledger.db.job_queue import enqueue_import
 from ledger.db.pool import Conn
-from ledger.errors import Conflict, InsufficientStorage, InvalidRequest, PayloadTooLarge, TooManyRequests
+from ledger.errors import (
+    Conflict,
+    InsufficientStorage,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    TooManyRequests,
+)
 from ledger.ingest.errors import ManifestError, MultipartError, UploadTooLarge
 from ledger.ingest.errors_csv import ErrorReportRow, iter_errors_csv
 from ledger.ingest.spool import MultipartUpload, SpoolResult, receive_multipart
 from ledger.ingest.text_reader import normalise_encoding
 from ledger.services import progress
-from ledger.services.access import Principal, readable_import, submission_lab
+from ledger.services.access import Principal, readable_import, sees_lab, submission_lab
 from ledger.services.labs import require_known
 from ledger.services.limits import IDEMPOTENCY_KEY_MAX, IMPORT_ROWS_PAGE_MAX
 from ledger.services.progress import Progress, progress_of
+from ledger.telemetry import tracing
 
 __all__ = [
     "Accepted",
@@ -141,12 +153,14 @@ async def submit(
     """
     await admit(pool, settings, principal)
     check_idempotency_key(idempotency_key)
+    started = time.perf_counter()
     upload = await _spool(body, content_type, settings)
+    upload_seconds = time.perf_counter() - started  # the body's time: GET /metrics, stage "upload"
     spooled = upload.file
     if spooled is None:
         raise InvalidRequest("missing_file", "send the manifest as the multipart form field 'file'")
     try:
-        return await record_import(
+        created, accepted = await record_import(
             pool,
             settings,
             policies,
@@ -159,6 +173,9 @@ async def submit(
     except BaseException:
         _discard(spooled)
         raise
+    if created:
+        await metrics_stages.record_stages(pool, uuid.UUID(accepted["task_id"]), {"upload": upload_seconds})
+    return created, accepted
 
 
 async def record_import(
@@ -183,18 +200,25 @@ async def record_import(
     error it is left to the caller (a resumable upload keeps it to be completed again).
     """
     record = _new_record(policies, principal, spooled, filename, fields, idempotency_key)
-    async with pool.acquire() as conn, conn.transaction():
+    # The request's trace, which the worker that runs the import continues (ledger.telemetry).
+    record = msgspec.structs.replace(record, trace_context=tracing.traceparent())
+    # The audit line is written once the transaction has committed (ledger.audit_log).
+    async with pool.acquire() as conn, audit_log.deferred(), conn.transaction():
         # Counted again now that the body is in, and with the insert under one lock: the
         # check before the body only spares a refused upload the transfer.
         await locks.hold_admission(conn)
         await require_known(conn, [record.lab])
+        sync_id = await _connector_sync(conn, principal, fields, spooled, record.lab)
         existing = await imports_db.find_by_key(conn, record.lab, record.idempotency_key)
         if existing is None:
             _check_room(settings, *await imports_db.waiting_counts(conn, [record.lab]), labs=[record.lab])
             if await imports_db.insert_import(conn, record, principal.token_id):
+                if sync_id is not None:
+                    await connectors_db.attach_import(conn, sync_id, record.id, created=True)
                 await enqueue_import(conn, record.id)
                 if also is not None:
                     await also(conn, record.id)
+                audit_log.after_commit(_audit(audit_log.IMPORT_SUBMITTED, principal, record))
                 return True, record.accepted_body
             existing = await imports_db.find_by_key(conn, record.lab, record.idempotency_key)
         assert existing is not None
@@ -204,10 +228,39 @@ async def record_import(
                 "this Idempotency-Key was already used for a different file",
                 task_id=str(existing.id),
             )
+        if sync_id is not None:
+            # The same manifest again (a re-run of the same window): the sync names the import
+            # that already answers for it, whose receipt keeps the first sync's pages.
+            await connectors_db.attach_import(conn, sync_id, existing.id, created=False)
         if also is not None:
             await also(conn, existing.id)
     _discard(spooled)
     return False, existing.accepted_body
+
+
+async def _connector_sync(
+    conn: Conn, principal: Principal, fields: Mapping[str, str], spooled: SpoolResult, lab: str
+) -> uuid.UUID | None:
+    """The sync (ledger.services.connectors) an upload is the manifest of, from its form field
+    ``connector_sync``: the caller's, for the same lab, and exactly the file the sync recorded."""
+    text = fields.get("connector_sync")
+    if not text:
+        return None
+    missing = NotFound("not_found", f"no connector sync {echo(text)}", field="connector_sync")
+    try:
+        sync_id = uuid.UUID(text)
+    except ValueError:
+        raise missing from None
+    row = await connectors_db.get_sync(conn, sync_id)
+    if row is None or not sees_lab(principal, row.lab):
+        raise missing
+    if row.lab != lab:
+        raise InvalidRequest("lab_mismatch", f"the sync is lab {echo(row.lab)}'s; submit it for that lab", field="lab")
+    if row.manifest_sha256 != spooled.sha256_hex:
+        raise Conflict(
+            "sync_manifest_mismatch", "this file is not the manifest the sync recorded (its SHA-256 differs)"
+        )
+    return sync_id
 
 
 def _discard(spooled: SpoolResult) -> None:
@@ -456,4 +509,10 @@ async def cancel(pool: asyncpg.Pool[Any], principal: Principal, task_id: str) ->
         raise Conflict(
             "already_finished", f"the import already ended with status {current.status!r}", status=current.status
         )
+    audit_log.after_commit(_audit(audit_log.IMPORT_CANCELLED, principal, record))
     return await get_status(pool, principal, task_id)
+
+
+def _audit(action: str, principal: Principal, record: imports_db.ImportRecord) -> audit_log.AuditEvent:
+    fields = audit_log.LedgerFields(task_id=str(record.id), lab=record.lab, dry_run=record.dry_run)
+    return audit_log.event(action, actor=principal, ledger=fields)

@@ -21,6 +21,7 @@ from datetime import datetime
 
 import msgspec
 
+from ledger import audit_log
 from ledger.db import web_sessions as sessions_db
 from ledger.db.pool import Executor
 from ledger.errors import ServiceError
@@ -90,6 +91,7 @@ async def start(conn: Executor, principal: Principal, hours: int) -> tuple[str, 
     await sessions_db.delete_expired(conn)
     secret = new_secret()
     expires = await sessions_db.create_session(conn, secret, principal.token_id, hours)
+    audit_log.after_commit(audit_log.event(audit_log.SIGNED_IN, actor=principal))
     return secret, Session(principal=principal, csrf_token=csrf_token_of(secret), expires_at=expires)
 
 
@@ -101,10 +103,12 @@ async def resolve(conn: Executor, secret: str) -> Session | None:
     found = await sessions_db.find_session(conn, secret)
     if found is None or not found.token_ok:
         return None
-    principal = Principal(token_id=found.token.id, role=found.token.role, labs=found.token.labs)
+    token = found.token
+    principal = Principal(token_id=token.id, role=token.role, labs=token.labs, label=token.label)
     return Session(principal=principal, csrf_token=csrf_token_of(secret), expires_at=found.expires_at)
 
 
 async def end(conn: Executor, secret: str) -> None:
     """Sign out: the session is deleted (its cookie no longer authenticates anything)."""
-    await sessions_db.delete_session(conn, secret)
+    if await sessions_db.delete_session(conn, secret):
+        audit_log.after_commit(audit_log.event(audit_log.SIGNED_OUT))

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import msgspec
 
+from ledger import audit_log
 from ledger.config import TOKEN_DAYS_MAX
 from ledger.core import roles
 from ledger.db import tokens as tokens_db
@@ -79,7 +80,18 @@ async def create(
     )
     info = await tokens_db.get_token(conn, row.id)
     assert info is not None
+    _audit(audit_log.TOKEN_CREATED, info)
     return CreatedToken(token=token, info=info)
+
+
+def _audit(action: str, info: TokenInfo, replaced: uuid.UUID | None = None) -> None:
+    """The token an admin (or a command) made, revoked or rotated, never its secret; the actor is
+    the request's principal, or the command's user."""
+    target = audit_log.TargetUser(id=str(info.id), roles=[info.role], name=info.label)
+    fields = audit_log.LedgerFields(
+        labs=list(info.labs) or None, replaced_token_id=None if replaced is None else str(replaced)
+    )
+    audit_log.after_commit(audit_log.event(action, target=target, ledger=fields))
 
 
 async def list_all(conn: Executor) -> list[TokenInfo]:
@@ -99,15 +111,18 @@ async def revoke(conn: Executor, token_id: str | uuid.UUID) -> TokenInfo:
     info = await tokens_db.revoke_token(conn, _token_id(token_id))
     if info is None:
         raise NotFound("not_found", "no such token")
+    _audit(audit_log.TOKEN_REVOKED, info)
     return info
 
 
 async def rotate(conn: Conn, token_id: str | uuid.UUID) -> CreatedToken:
     """A new secret for the same role, labs and label (and lifetime); the old one is revoked."""
-    result = await tokens_db.rotate_token(conn, _token_id(token_id))
+    old_id = _token_id(token_id)
+    result = await tokens_db.rotate_token(conn, old_id)
     if result is None:
         raise NotFound("not_found", "no such token")
     token, info = result
     if not token:
         raise Conflict("token_revoked", "a revoked token cannot be rotated; create a new one")
+    _audit(audit_log.TOKEN_ROTATED, info, replaced=old_id)
     return CreatedToken(token=token, info=info)

@@ -41,6 +41,7 @@ import msgspec
 from ledger.config import Settings
 from ledger.core.policy.registry import PolicyRegistry
 from ledger.core.policy.rules import echo
+from ledger.db import metrics_stages
 from ledger.db import tus_uploads as uploads_db
 from ledger.db.pool import Conn, Executor, connect
 from ledger.db.tus_uploads import UploadRow
@@ -80,7 +81,7 @@ METADATA_CHARS_MAX = 4096
 FILENAME_CHARS_MAX = 255
 # The metadata keys that are the submission's fields (POST /imports' form fields); others (a
 # browser client's filetype, say) are kept in Upload-Metadata and otherwise ignored.
-_FIELDS = ("policy", "lab", "dry_run", "encoding", "sheet")
+_FIELDS = ("policy", "lab", "dry_run", "encoding", "sheet", "connector_sync")
 # How long a PATCH waits for another request of the same upload to let go (a client that
 # resumes after a dropped connection may get there before the server has noticed the drop).
 LOCK_WAIT_SECONDS = 5.0
@@ -631,7 +632,7 @@ class Uploads:
 
         # Refused, the file is left as it is: the next PATCH cuts it back to the offset, which
         # stays where it was (cutting it here could race a commit that did happen).
-        _, accepted = await imports.record_import(
+        created, accepted = await imports.record_import(
             self.pool,
             self.settings,
             self.policies,
@@ -643,6 +644,12 @@ class Uploads:
             also=mark_whole,
         )
         _HASHES.drop(row.id)
+        if created:
+            # A resumable upload's stage "upload" (GET /metrics) runs from its creation to its last
+            # byte, pauses and resumptions included: what the lab manager waited.
+            seconds = (datetime.now(UTC) - row.created_at).total_seconds()
+            with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                await metrics_stages.record_stages(self.pool, uuid.UUID(accepted["task_id"]), {"upload": seconds})
         return UploadState(
             id=row.id,
             offset=row.length,

@@ -13,12 +13,13 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from ledger import audit_log
 from ledger.core.verify import VerifyReport
 from ledger.db.head import Head, get_head
 from ledger.db.pool import connect
 from ledger.db.verification import verify_ledger
 
-__all__ = ["VERIFY_WORKERS", "Head", "VerifyState", "head", "start", "state", "verify"]
+__all__ = ["VERIFY_WORKERS", "Head", "VerifyState", "head", "results", "start", "state", "verify"]
 
 # Processes that verify a large ledger in parallel ranges.
 VERIFY_WORKERS = min(4, os.cpu_count() or 1)
@@ -28,6 +29,8 @@ VERIFY_WORKERS = min(4, os.cpu_count() or 1)
 _running: dict[asyncpg.Pool[Any], asyncio.Task[VerifyReport]] = {}
 # The last report each server finished, and when: what a page shows while it polls.
 _last: dict[asyncpg.Pool[Any], tuple[VerifyReport, datetime]] = {}
+# The verifications each server finished, by result (intact, tampered, error): GET /metrics.
+_results: dict[asyncpg.Pool[Any], dict[str, int]] = {}
 
 
 class VerifyState(msgspec.Struct, frozen=True):
@@ -55,10 +58,14 @@ async def _verify(pool: asyncpg.Pool[Any], database_url: str) -> VerifyReport:
             max_workers=1, mp_context=multiprocessing.get_context("spawn")
         )
     try:
-        return await asyncio.get_running_loop().run_in_executor(_executor, _verify_in_process, database_url)
+        report = await asyncio.get_running_loop().run_in_executor(_executor, _verify_in_process, database_url)
     except concurrent.futures.process.BrokenProcessPool:
         _executor = None  # the process died (the OOM killer, say): the next call starts another
         raise
+    # One line per verification, however many callers share it: the task runs in the context
+    # of the request that started it, whose principal and client the line names.
+    audit_log.emit(audit_log.verification_event(report))
+    return report
 
 
 _executor: concurrent.futures.ProcessPoolExecutor | None = None
@@ -89,11 +96,20 @@ def start(pool: asyncpg.Pool[Any], database_url: str) -> asyncio.Task[VerifyRepo
                 del _running[pool]
             if done.cancelled():
                 return
-            if done.exception() is None:  # retrieved: the callers still waiting re-raise it
+            failed = done.exception() is not None  # retrieved: the callers still waiting re-raise it
+            if not failed:
                 _last[pool] = (done.result(), datetime.now(UTC))
+            result = "error" if failed else "intact" if done.result().ok else "tampered"
+            tally = _results.setdefault(pool, {})
+            tally[result] = tally.get(result, 0) + 1
 
         task.add_done_callback(forget)
     return task
+
+
+def results(pool: asyncpg.Pool[Any]) -> dict[str, int]:
+    """How many verifications this server has finished since it started, by result."""
+    return dict(_results.get(pool, {}))
 
 
 def state(pool: asyncpg.Pool[Any]) -> VerifyState:

@@ -12,6 +12,7 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body
 
 from ledger.services import sessions
+from ledger.services.access import denied
 from ledger.services.sessions import CsrfFailed
 
 __all__ = ["Form", "check_csrf"]
@@ -35,8 +36,10 @@ async def check_csrf(request: Request[Any, Any, Any]) -> None:
         sessions.csrf_matches(cookies.get(sessions.SESSION_COOKIE), token)
         or sessions.csrf_matches(cookies.get(sessions.PRESESSION_COOKIE), token)
     ):
-        raise CsrfFailed(
+        refusal = CsrfFailed(
             "csrf_failed",
             "this form did not come from this site's page, or the page is older than your session: "
             "nothing was changed; reload the page and send it again",
         )
+        denied(None, "the form did not carry the session's CSRF token", refusal.code)
+        raise refusal

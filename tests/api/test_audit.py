@@ -96,6 +96,28 @@ async def test_entry_outside_the_chain_is_reported(api: Api, db: Any) -> None:
     assert (failure["batch_seq"], failure["entry"], failure["reason"]) == (99, 0, "entry_outside_chain")
 
 
+async def test_batches_committed_during_a_verification_are_not_stray(api: Api, db: Any) -> None:
+    """The stray-entry check runs after the chain's snapshot: batches an import linked since then
+    exist, and their entries are the next verification's, never a sign of tampering (a load
+    test once saw `entry_outside_chain` for an import that committed while GET /audit/verify ran)."""
+    from ledger.core.verify import VerifyReport
+    from ledger.db.verification import _check_no_stray_entries
+
+    await api.run(CLEAN)
+    head = await db.fetchval("SELECT max(seq) FROM ledger_batches")
+    assert head >= 2
+    # As the chain looked before the last commit: every batch but the last one checked.
+    before = VerifyReport(ok=True, batches_checked=head - 1, records_checked=0, first_failure=None)
+    assert await _check_no_stray_entries(db, before) == before
+    await db.execute(
+        "INSERT INTO ledger_entries (batch_seq, idx, kind, record, leaf_hash) "
+        "VALUES ($1, 0, 'asset', '\\x7b7d', '\\x00')",
+        head + 5,
+    )
+    stray = await _check_no_stray_entries(db, before)
+    assert stray.first_failure is not None and stray.first_failure.reason == "entry_outside_chain"
+
+
 async def test_deleted_entry_is_reported(api: Api, db: Any) -> None:
     await api.run(CLEAN)
     await _tamper(db, "DELETE FROM ledger_entries WHERE batch_seq = 2 AND idx = 1")

@@ -82,6 +82,8 @@ UNKNOWN_TASK = str(uuid.UUID(int=0x5EED, version=4))
 UNKNOWN_ITEM = f"{UNKNOWN_TASK}:2"
 UNKNOWN_ASSET = "MX-9999"
 UNKNOWN_UPLOAD = str(uuid.UUID(int=0xF00D, version=4))
+UNKNOWN_CONNECTOR = "no-such-source"
+MATRIX_SOURCE = "matrix-wms"  # lab A's source, registered by its manager
 OUT_OF_RANGE = "99999999999999999999999"  # past a BIGINT
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -124,6 +126,7 @@ class Ctx:
     asset: str  # an asset it committed
     entry: int  # a ledger entry (the asset's)
     upload: str  # an upload lab A's manager began
+    connector: str  # a source of lab A's, registered
     fresh_items: Iterator[str]  # its other items quarantined for a bad cell, one per case
     fresh_transfers: Iterator[str]  # its items quarantined as lab B's keys, one per case
     fresh_imports: Iterator[str]  # lab A's imports still queued, one per cancel
@@ -138,6 +141,7 @@ class Ctx:
             item=UNKNOWN_ITEM,
             asset=UNKNOWN_ASSET,
             upload=UNKNOWN_UPLOAD,
+            connector=UNKNOWN_CONNECTOR,
             fresh_items=itertools.repeat(UNKNOWN_ITEM),
             fresh_transfers=itertools.repeat(UNKNOWN_ITEM),
             fresh_imports=itertools.repeat(UNKNOWN_TASK),
@@ -178,6 +182,60 @@ def tus(method: str, url: str, **headers: str) -> Build:
 
 def submission(c: Ctx) -> Req:
     return Req("POST", "/imports", files={"file": ("m.csv", c.new_manifest(), "text/csv")}, data={"lab": LAB_A})
+
+
+def source_definition(name: str) -> str:
+    """A source of lab A on a port nothing listens on. A sync of it (the matrix starts some, and
+    its worker runs them) fails at its first request: one attempt, no waiting, refused at once,
+    so it ends within milliseconds and never holds up the worker's stop."""
+    return f"""
+name = "{name}"
+lab = "{LAB_A}"
+policy = "lab-inventory"
+base_url = "http://127.0.0.1:9"
+records = "items"
+key = "id"
+attempts = 1
+max_wait_seconds = 0
+timeout_seconds = 5
+
+[pagination]
+type = "page"
+page_size_param = "limit"
+
+[map]
+asset_id = "tag"
+grant_code = "grant"
+category = "kind"
+quantity = "qty"
+location = "room"
+acquisition_date = "acquired"
+unit_cost = "cost"
+description = "name"
+"""
+
+
+def new_source(c: Ctx) -> Req:
+    return Req("POST", "/connectors", json={"definition": source_definition(f"matrix-src-{next(c.serial)}")})
+
+
+def pull(c: Ctx) -> Req:
+    """What `ledger pull` records of a sync that found nothing new, for a source of its own."""
+    name = f"matrix-pull-{next(c.serial)}"
+    sync = {
+        "definition": source_definition(name),
+        "status": "ok",
+        "records": 0,
+        "fetched": 0,
+        "skipped": 0,
+        "pages": [],
+        "errors": [],
+        "problems": [],
+        "cursor_from": None,
+        "cursor_to": None,
+        "manifest_sha256": None,
+    }
+    return Req("POST", f"/connectors/{name}/pulls", json=sync)
 
 
 def upload_patch(upload: str) -> Req:
@@ -262,6 +320,7 @@ IMPORT = "/imports/{task_id:str}"
 ITEM = "/quarantine/{item_id:str}"
 TOKEN = "/tokens/{token_id:str}"
 UPLOAD = "/uploads/{upload_id:str}"
+CONNECTOR = "/connectors/{name:str}"
 
 # fmt: off
 MATRIX: list[Row] = [
@@ -271,6 +330,9 @@ MATRIX: list[Row] = [
         get("/health/live")),
     row("GET",    "/health/ready",                      (200, 200, 200, 200, 200, 200, 200, 200, 200),
         get("/health/ready")),
+    # Prometheus scrapes without a token: aggregates only, no id, path or lab in a label.
+    row("GET",    "/metrics",                           (200, 200, 200, 200, 200, 200, 200, 200, 200),
+        get("/metrics")),
     row("GET",    "/schema",                            (200, 200, 200, 200, 200, 200, 200, 200, 200),
         get("/schema")),
     row("GET",    "/schema/swagger",                    (200, 200, 200, 200, 200, 200, 200, 200, 200),
@@ -432,6 +494,30 @@ MATRIX: list[Row] = [
         lambda c: Req("POST", f"/quarantine/{next(c.fresh_items)}/dismiss", json={"reason": "matrix"}),
         Malformed(as_json("POST", "/quarantine/{c.task}:" + OUT_OF_RANGE + "/dismiss", {"reason": "x"}), admin=400),
         body(lambda b: b["result"] == "dismissed")),
+
+    # Connectors: every role reads sources (lab managers their labs': another lab's is 404, as
+    # an unknown one); lab managers (for their labs: a definition naming another is 403) and
+    # admins register and record pulls; officers and admins start a sync now.
+    row("GET",    "/connectors",                        (401, 401, 401, 401, 200, 200, 200, 200, 200),
+        get("/connectors")),
+    row("GET",    CONNECTOR,                            (401, 401, 401, 401, 200, 200, 200, 200, 404),
+        get("/connectors/{c.connector}"),
+        Malformed(get("/connectors/%01"), admin=400)),
+    row("GET",    CONNECTOR + "/syncs",                 (401, 401, 401, 401, 200, 200, 200, 200, 404),
+        get("/connectors/{c.connector}/syncs", limit="5"),
+        Malformed(get("/connectors/{c.connector}/syncs", limit="0"), admin=400)),
+    row("POST",   "/connectors",                        (401, 401, 401, 401, 201, 403, 403, 201, 403),
+        new_source,
+        Malformed(not_json("/connectors"), admin=400),
+        body(lambda b: b["lab"] == LAB_A and b["name"].startswith("matrix-src-"))),
+    row("POST",   CONNECTOR + "/syncs",                 (401, 401, 401, 401, 202, 202, 403, 403, 403),
+        lambda c: Req("POST", f"/connectors/{c.connector}/syncs"),
+        Malformed(lambda c: Req("POST", "/connectors/%01/syncs"), admin=400),
+        body(lambda b: b["connector"] == MATRIX_SOURCE)),
+    row("POST",   CONNECTOR + "/pulls",                 (401, 401, 401, 401, 201, 403, 403, 201, 403),
+        pull,
+        Malformed(not_json("/connectors/{c.connector}/pulls"), admin=400),
+        body(lambda b: (b["origin"], b["status"], b["task_id"]) == ("client", "ok", None))),
 
     # The pages: public files and sign-in; then, with a session, the sections of ledger.web.nav.
     # No session: a GET is sent to sign in (303), a POST answered 401; a role a section does
@@ -705,12 +791,17 @@ async def matrix(pg_server: str, template_db: str, tmp_path_factory: pytest.Temp
                 task, items, transfers = await _lab_a_import(api)
                 history = (await api.get(f"/assets/{GOOD_ASSET}/history")).json()
                 uploads = await _uploads(api, 24)
+                source = await api.client.post(
+                    "/connectors", headers=api.auth("manager"), json={"definition": source_definition(MATRIX_SOURCE)}
+                )
+                assert source.status_code == 201, source.text
                 ctx = Ctx(
                     task=task,
                     item=items[0],
                     asset=GOOD_ASSET,
                     entry=history["revisions"][-1]["entry_id"],
                     upload=uploads[0],
+                    connector=MATRIX_SOURCE,
                     fresh_items=iter(items[1:]),
                     fresh_transfers=iter(transfers),
                     fresh_imports=iter(await _queued_imports(conn, home, 24)),

@@ -81,3 +81,41 @@ async def test_every_ledger_table_has_its_guards(db: Any) -> None:
     for table in APPEND_ONLY_TABLES:
         assert (table, f"{table}_no_update_delete") in triggers
         assert (table, f"{table}_no_truncate") in triggers
+
+
+def test_migrations_started_at_once_take_turns(pg_server: str) -> None:
+    """Two processes starting on an empty database (two `ledger serve`, or a deploy's migrate
+    beside an API) both migrate it: the second waits for the first's advisory lock, then finds
+    nothing to do, where it used to fail on a duplicate type."""
+    import asyncio
+    import subprocess
+    import sys
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ledger.db.migrate import head_revision
+    from ledger.testing.checkout import ROOT
+    from ledger.testing.databases import run_admin, with_database
+
+    name = f"ledger_race_{uuid.uuid4().hex[:10]}"
+    asyncio.run(run_admin(pg_server, f'CREATE DATABASE "{name}"'))
+    url = with_database(pg_server, name)
+    try:
+        # Processes, as in production (Alembic's context is global to a process).
+        command = [sys.executable, "-c", f"from ledger.db.migrate import upgrade; upgrade({url!r})"]
+        with ThreadPoolExecutor(2) as pool:
+            runs = [pool.submit(subprocess.run, command, capture_output=True, text=True, cwd=ROOT) for _ in range(2)]
+            for run in runs:
+                done = run.result()
+                assert done.returncode == 0, done.stderr[-2000:]
+
+        async def revision() -> str:
+            conn = await asyncpg.connect(url)
+            try:
+                return str(await conn.fetchval("SELECT version_num FROM alembic_version"))
+            finally:
+                await conn.close()
+
+        assert asyncio.run(revision()) == head_revision()
+    finally:
+        asyncio.run(run_admin(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from ledger import audit_log
 from ledger.config import Settings
 from ledger.core.policy.registry import PolicyRegistry
 from ledger.core.review import Actor
@@ -86,6 +87,44 @@ def _transient_code(exc: BaseException) -> str | None:
     return None
 
 
+# The audit log's action for what the officer asked (a correction's action; a dismissal's is the
+# caller's: single or bulk).
+_AUDIT_ACTIONS = {
+    "resubmit": audit_log.QUARANTINE_RESUBMIT,
+    "transfer": audit_log.QUARANTINE_TRANSFER,
+    "requeue": audit_log.QUARANTINE_REQUEUE,
+}
+
+
+def _audit(actor: Actor, outcomes: Sequence[Outcome], attempts: Sequence[Attempt], dismiss_action: str) -> None:
+    """An audit line per decision the transaction put on the ledger, at its review entry, written
+    once it has committed; an item not acted on (no entry) was not decided."""
+    actions = {a.key: _AUDIT_ACTIONS[a.action] for a in attempts}
+    for o in outcomes:
+        if o.entry is None:
+            continue
+        done = o.result in ("resolved", "dismissed")
+        fields = audit_log.LedgerFields(
+            task_id=str(o.key.import_id),
+            lab=o.lab,
+            item_id=item_id(o.key),
+            item_status=o.status,
+            batch_seq=o.entry.seq,
+            entry_index=o.entry.idx,
+            batch_hash=o.batch_hash,
+            record_hash=o.entry_hash,
+            correction_hash=o.record_hash,
+        )
+        event = audit_log.event(
+            actions.get(o.key, dismiss_action),
+            outcome="success" if done else "failure",
+            actor=actor,
+            ledger=fields,
+            reason=None if done else o.result,
+        )
+        audit_log.after_commit(event)
+
+
 async def _run(
     pool: asyncpg.Pool[Any],
     settings: Settings,
@@ -95,14 +134,16 @@ async def _run(
     *,
     requeue: bool,
     signing: CheckpointSigning | None,
+    dismiss_action: str = audit_log.QUARANTINE_DISMISS,
 ) -> list[Outcome]:
     """Decide; if the database fails transiently, record the corrections as failed attempts."""
     actor = await _actor(pool, principal)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + ACTION_WAIT_SECONDS
     try:
-        async with asyncio.timeout(CORRECTION_LOCK_TIMEOUT_MS / 1000), pool.acquire() as conn:
-            return await decide(
+        # The audit lines (decisions, the checkpoint) are written once decide has committed.
+        async with asyncio.timeout(CORRECTION_LOCK_TIMEOUT_MS / 1000), pool.acquire() as conn, audit_log.deferred():
+            outcomes = await decide(
                 conn,
                 actor,
                 principal.token_id,
@@ -113,6 +154,8 @@ async def _run(
                 lock_timeout_ms=CORRECTION_LOCK_TIMEOUT_MS,
                 signing=signing,
             )
+            _audit(actor, outcomes, attempts, dismiss_action)
+            return outcomes
     except Exception as exc:
         code = _transient_code(exc)
         if code is None:
@@ -127,10 +170,12 @@ async def _run(
         if not attempts:
             raise Unavailable("transient_failure", f"the database failed transiently ({code}); try again") from exc
         try:
-            async with asyncio.timeout_at(deadline), pool.acquire() as conn:
-                return await record_failures(
+            async with asyncio.timeout_at(deadline), pool.acquire() as conn, audit_log.deferred():
+                outcomes = await record_failures(
                     conn, actor, principal.token_id, attempts, code, settings.batch_rows_max, signing
                 )
+                _audit(actor, outcomes, attempts, dismiss_action)
+                return outcomes
         except Exception as again:
             if _transient_code(again) is None:
                 raise
@@ -339,7 +384,16 @@ async def bulk(
     results, acting_on = await _triage(pool, principal, wanted, requeue=requeue)
     attempts, dismissals = _plan(policies, acting_on, note, requeue=requeue, results=results)
     if attempts or dismissals:
-        for outcome in await _run(pool, settings, principal, attempts, dismissals, requeue=requeue, signing=signing):
+        for outcome in await _run(
+            pool,
+            settings,
+            principal,
+            attempts,
+            dismissals,
+            requeue=requeue,
+            signing=signing,
+            dismiss_action=audit_log.QUARANTINE_BULK_DISMISS,
+        ):
             results[outcome.key] = _result(outcome)
     items = [
         results[key] if key is not None else ItemResult(id=raw, result="not_found", code="not_found")

@@ -39,6 +39,11 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     record_hash: str | None = None
     entry: EntryRef | None = None
     item: ItemRow | None = None  # the current state, when the item was not acted on
+    # Where the decision is on the ledger, for the audit log: the item's lab, the review entry's
+    # leaf hash and its batch's Merkle root.
+    lab: str | None = None
+    entry_hash: str | None = None
+    batch_hash: str | None = None
 
 
 class _Planned(msgspec.Struct, frozen=True, kw_only=True):
@@ -53,6 +58,7 @@ class _Planned(msgspec.Struct, frozen=True, kw_only=True):
     revision: int
     outcome: str | None
     record_hash: str | None
+    lab: str
 
 
 def actionable(item: ItemRow, *, requeue: bool) -> bool:
@@ -172,6 +178,7 @@ def _plan_correction(
         revision=revision,
         outcome=outcome,
         record_hash=attempt.leaf.hex(),
+        lab=item.lab,
     )
 
 
@@ -197,10 +204,11 @@ def _plan_dismissal(dismissal: Dismissal, item: ItemRow, actor: Actor, at: str) 
         revision=0,
         outcome=None,
         record_hash=None,
+        lab=item.lab,
     )
 
 
-def _plan_failure(attempt: Attempt, actor: Actor, at: str, code: str) -> _Planned:
+def _plan_failure(attempt: Attempt, item: ItemRow, actor: Actor, at: str, code: str) -> _Planned:
     """The attempt recorded as failed, values included, so that a requeue can replay it."""
     record = _review_bytes(
         attempt.key,
@@ -226,6 +234,7 @@ def _plan_failure(attempt: Attempt, actor: Actor, at: str, code: str) -> _Planne
         revision=0,
         outcome="failed",
         record_hash=attempt.leaf.hex(),
+        lab=item.lab,
     )
 
 
@@ -296,7 +305,7 @@ async def record_failures(
         for attempt in attempts:
             item = states[attempt.key]
             if actionable(item, requeue=False):
-                planned.append(_plan_failure(attempt, actor, at, code))
+                planned.append(_plan_failure(attempt, item, actor, at, code))
             else:
                 outcomes.append(not_open(item))
         if planned:
@@ -374,7 +383,6 @@ def _reviews_batch(
 ) -> tuple[chain.NewBatch, list[qdb.NewReview], list[Outcome]]:
     leaves = []
     rows = []
-    outcomes = []
     for idx, p in enumerate(chunk):
         leaf = leaf_hash(p.record)
         leaves.append(leaf)
@@ -392,15 +400,20 @@ def _reviews_batch(
                 record_hash=None if p.record_hash is None else bytes.fromhex(p.record_hash),
             )
         )
-        outcomes.append(
-            Outcome(
-                key=p.key,
-                result=p.result,
-                status=p.status,
-                reason=p.reason,
-                outcome=p.outcome,
-                record_hash=p.record_hash,
-                entry=EntryRef(seq, idx),
-            )
+    batch = _new_batch("review", leaves)
+    outcomes = [
+        Outcome(
+            key=p.key,
+            result=p.result,
+            status=p.status,
+            reason=p.reason,
+            outcome=p.outcome,
+            record_hash=p.record_hash,
+            entry=EntryRef(seq, idx),
+            lab=p.lab,
+            entry_hash=leaf.hex(),
+            batch_hash=batch.root.hex(),
         )
-    return _new_batch("review", leaves), rows, outcomes
+        for idx, (p, leaf) in enumerate(zip(chunk, leaves, strict=True))
+    ]
+    return batch, rows, outcomes

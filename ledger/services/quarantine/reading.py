@@ -23,7 +23,7 @@ from ledger.db.cursors import decode_cursor, encode_cursor, invalid_cursor
 from ledger.db.quarantine import ItemFilter, ItemKey, ItemRow
 from ledger.errors import InvalidRequest, NotFound
 from ledger.ingest.errors_csv import neutralise_cell
-from ledger.services.access import Principal, readable_import, sees_lab, visible_labs
+from ledger.services.access import Principal, denied, readable_import, sees_lab, visible_labs
 from ledger.services.limits import QUARANTINE_PAGE_MAX
 from ledger.services.quarantine.schemas import (
     Accounting,
@@ -232,6 +232,8 @@ async def readable_item(pool: asyncpg.Pool[Any], principal: Principal, raw_id: s
     lab's item answers exactly like an unknown one (404, same message)."""
     key = parse_item_id(raw_id)
     item = (await qdb.item_states(pool, [key])).get(key)
+    if item is not None and not sees_lab(principal, item.lab):
+        denied(principal, "the quarantine item belongs to a lab the caller does not act for", "other_lab")
     if item is None or not sees_lab(principal, item.lab):
         raise NotFound("not_found", f"no quarantine item {echo(raw_id)}")
     return item

@@ -11,6 +11,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromQuery
 from litestar.response import Template
 
+from ledger import audit_log
 from ledger.errors import Unauthorized
 from ledger.services import sessions
 from ledger.services.access import principal_of
@@ -74,6 +75,8 @@ class SignInPages(Controller):
         except Unauthorized as exc:
             if token:
                 failures.failed(client)
+                failed = audit_log.event(audit_log.SIGN_IN_FAILED, outcome="failure", error_code=exc.code)
+                audit_log.emit(failed)
             message = {
                 "token_expired": "That token has expired; ask an admin for a new one.",
                 "unauthorized": "That token is not valid (unknown or revoked).",
