@@ -120,6 +120,8 @@ SIGN_IN_FAILED = "sign-in-failed"
 AUTHENTICATION_FAILED = "authentication-failed"
 VERIFICATION_RUN = "verification-run"
 ACCESS_DENIED = "access-denied"
+CONNECTOR_REGISTERED = "connector-registered"
+CONNECTOR_SYNC_ENDED = "connector-sync-ended"
 
 _DB = ("database",)
 _DECISION = ("task_id", "lab", "item_id", "item_status", "batch_seq", "entry_index", "batch_hash", "record_hash")
@@ -183,6 +185,19 @@ ACTIONS: dict[str, Action] = {
         ("change",),
         ("key_name", "key_id"),
         "a new checkpoint signing key was registered beside the earlier ones",
+    ),
+    CONNECTOR_REGISTERED: Action(
+        ("configuration",),
+        ("creation", "change"),
+        ("connector", "lab"),
+        "an upstream source was registered or its definition replaced (docs/connectors.md)",
+        actor=True,
+    ),
+    CONNECTOR_SYNC_ENDED: Action(
+        _DB,
+        ("info",),
+        ("connector", "lab", "sync_id", "sync_status", "records"),
+        "a connector's sync ended (ok, partial or failed; task_id names the import it became)",
     ),
     TOKEN_CREATED: Action(("iam",), ("creation",), (), "an API token was created", actor=True),
     TOKEN_REVOKED: Action(("iam",), ("deletion",), (), "an API token was revoked", actor=True),
@@ -303,6 +318,11 @@ class LedgerFields(_Fields, frozen=True, kw_only=True):
     checkpoint_id: int | None = None
     key_name: str | None = None
     key_id: str | None = None
+    # A connector's: the source, its sync, how the sync ended and the records it delivered.
+    connector: str | None = None
+    sync_id: str | None = None
+    sync_status: str | None = None
+    records: int | None = None
     rows_total: int | None = None
     rows_committed: int | None = None
     rows_duplicate: int | None = None

@@ -129,7 +129,7 @@ class Puller:
         }
         try:
             recorded = await self._retrying(
-                backoff, lambda: self._post(f"/connectors/{definition.name}/pulls", body, ok=(201,))
+                backoff, lambda: self._post(f"/connectors/{definition.name}/pulls", body, ok=(201,), need="sync_id")
             )
         except (Transient, httpx.TransportError, Refused) as exc:
             return _failed(outcome, exc)
@@ -173,7 +173,7 @@ class Puller:
             response = await self.client.get(f"/connectors/{definition.name}")
             if response.status_code == 404:
                 return None
-            return dict(check(response).json())
+            return _object(check(response))
 
         found = await self._retrying(backoff, get)
         if found is None:
@@ -185,16 +185,30 @@ class Puller:
         return CursorState(value=found["cursor"], keys=list(found.get("cursor_keys") or []))
 
     async def _get(self, url: str) -> dict[str, Any]:
-        return dict(check(await self.client.get(url)).json())
+        return _object(check(await self.client.get(url)))
 
-    async def _post(self, url: str, body: dict[str, Any], ok: tuple[int, ...]) -> dict[str, Any]:
-        return dict(check(await self.client.post(url, json=body), ok=ok).json())
+    async def _post(self, url: str, body: dict[str, Any], ok: tuple[int, ...], need: str) -> dict[str, Any]:
+        return _object(check(await self.client.post(url, json=body), ok=ok), need)
 
     async def _retrying(self, backoff: Backoff, step: Callable[[], Awaitable[Any]]) -> Any:
         async for attempt in stamina.retry_context(on=backoff, attempts=ATTEMPTS, timeout=None):
             with attempt:
                 return await step()
         raise AssertionError("stamina ends with the last error")  # pragma: no cover
+
+
+def _object(response: httpx.Response, need: str | None = None) -> dict[str, Any]:
+    """The answer's JSON object. Another body (a proxy's HTML page, a wrong LEDGER_URL) is
+    refused, so the source ends with exit 1 and its --json line, not a traceback."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or (need is not None and need not in body):
+        kind = response.headers.get("content-type", "no content type").split(";")[0]
+        where = f"{response.request.method} {response.request.url.path}"
+        raise Refused(f"{where}: the server's answer is not the JSON object expected ({kind})", response.status_code)
+    return body
 
 
 def _sync_code(status: str) -> int:

@@ -21,6 +21,7 @@ import asyncpg
 import httpx
 import msgspec
 
+from ledger import audit_log
 from ledger.config import Settings
 from ledger.connectors.definition import DefinitionError, SourceDefinition, check_columns, from_builtins
 from ledger.connectors.definition import parse_definition as parse_toml
@@ -262,6 +263,13 @@ async def register(
     if row.lab != definition.lab:
         raise Conflict("connector_lab_mismatch", f"the connector {definition.name!r} belongs to another lab")
     log.info("connector_registered", stage="connectors", connector=row.name, lab=row.lab, created=created)
+    audit_log.after_commit(
+        audit_log.event(
+            audit_log.CONNECTOR_REGISTERED,
+            actor=principal,
+            ledger=audit_log.LedgerFields(connector=row.name, lab=row.lab),
+        )
+    )
     return created, _connector(row)
 
 
@@ -336,7 +344,30 @@ async def record_client_sync(
         found = await db.get_sync(conn, sync_id)
     assert found is not None
     log.info("connector_pulled", stage="connectors", connector=name, sync_id=str(sync_id), status=body.status)
+    _audit_sync_ended(found, actor=principal)
     return _sync(found)
+
+
+def _audit_sync_ended(row: db.SyncRow, *, actor: Principal | None = None) -> None:
+    """The SIEM's line for a sync that ended (a pull's when it is recorded, before its upload;
+    a worker's, with no request, as the worker's)."""
+    audit_log.after_commit(
+        audit_log.event(
+            audit_log.CONNECTOR_SYNC_ENDED,
+            provider=None if actor is not None else "worker",
+            outcome="success" if row.status == "ok" else "failure",
+            actor=actor,
+            ledger=audit_log.LedgerFields(
+                connector=row.connector,
+                lab=row.lab,
+                sync_id=str(row.id),
+                sync_status=row.status,
+                records=row.records,
+                task_id=None if row.import_id is None else str(row.import_id),
+            ),
+            error_code=row.errors[0].get("code") if row.errors else None,
+        )
+    )
 
 
 def _result_columns(result: ClientSync | SyncResult) -> dict[str, Any]:
@@ -477,7 +508,10 @@ async def _locked_sync(
                 result.manifest.unlink()
     async with pool.acquire() as conn:
         found = await db.get_sync(conn, sync_id)
-    return None if found is None else _sync(found)
+    if found is None:
+        return None
+    _audit_sync_ended(found)
+    return _sync(found)
 
 
 def _failed_columns(error: dict[str, Any], result: SyncResult | None = None) -> dict[str, Any]:

@@ -151,3 +151,36 @@ async def test_kill_9_mid_upload_then_a_rerun_resumes_resending_at_most_one_chun
         )
         assert third.returncode == 0, third.stderr
         assert json.loads(third.stdout)["task_id"] == body["task_id"]
+
+
+async def test_ctrl_c_mid_upload_exits_130_and_a_rerun_resumes(database_url: str, tmp_path: Path) -> None:
+    """SIGINT (Ctrl-C) mid-upload: exit 130 with a word on stderr, the upload's state kept, and
+    the next run finishes the same import."""
+    import signal
+
+    data = manifest(*(ROW.format(i) for i in range(1_000)))
+    path = tmp_path / "inventory.csv"
+    path.write_bytes(data)
+    async with live(database_url, tmp_path / "home") as server:
+        env = _env(server, tmp_path)
+        command = [sys.executable, "-m", "ledger.cli.main", "submit", "--json", "--chunk-size", str(CHUNK), str(path)]
+        first = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            for _ in range(3000):
+                if server.slow.patches >= 2 or first.poll() is not None:
+                    break
+                await asyncio.sleep(0.01)
+            assert first.poll() is None, "the upload ended before it could be interrupted"
+            first.send_signal(signal.SIGINT)
+            _, err = await asyncio.to_thread(first.communicate, timeout=60)
+        finally:
+            if first.poll() is None:
+                first.kill()
+        assert first.returncode == 130, err
+        assert b"interrupted" in err
+        assert list((tmp_path / "state" / "ledger" / "uploads").glob("*.json"))
+        second = await asyncio.to_thread(
+            subprocess.run, command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+        assert second.returncode == 0, second.stderr
+        assert json.loads(second.stdout)["rows_committed"] == 1_000

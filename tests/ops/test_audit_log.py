@@ -280,7 +280,33 @@ async def test_every_event_is_written_with_its_schema_and_ledger_position(
 
     text = audit.text()
     assert not [s for s in secrets if s and s in text]
-    assert {e.event.action for e in audit.events()} == set(ACTIONS) - {audit_log.IMPORT_CANCELLED}
+    # Cancelling and connectors have tests of their own, below.
+    assert {e.event.action for e in audit.events()} == set(ACTIONS) - {
+        audit_log.IMPORT_CANCELLED,
+        audit_log.CONNECTOR_REGISTERED,
+        audit_log.CONNECTOR_SYNC_ENDED,
+    }
+
+
+async def test_a_connector_registered_and_its_sync_are_written(api: Api, settings_overrides: dict[str, Any]) -> None:
+    """A new upstream source is configuration a SIEM watches; each sync's end says how it went
+    and which import it became."""
+    from ledger.testing.upstream import Upstream, inventory_records, serving_upstream
+    from tests.connectors.test_worker_sync import DEFINITION
+
+    audit = AuditFile(Path(settings_overrides["audit_log"]))
+    with serving_upstream(Upstream(inventory_records(3))) as upstream:
+        registered = await post(api, "/connectors", {"definition": DEFINITION.format(url=upstream.url)}, "manager")
+        assert registered.status_code == 201, registered.text
+        line = await audit.one(audit_log.CONNECTOR_REGISTERED)
+        assert (line.ledger.connector, line.ledger.lab) == ("chem-wms", "chem-lab")
+        assert line.user is not None and line.user.roles == ["lab_manager"]
+        assert (await api.client.post("/connectors/chem-wms/syncs", headers=api.auth("officer"))).status_code == 202
+        ended = await audit.one(audit_log.CONNECTOR_SYNC_ENDED)
+    sync = (await api.get("/connectors/chem-wms/syncs")).json()[0]
+    assert (ended.ledger.sync_id, ended.ledger.sync_status, ended.ledger.records) == (sync["sync_id"], "ok", 3)
+    assert ended.ledger.task_id == sync["task_id"] and ended.event.outcome == "success"
+    assert ended.event.provider == "worker"
 
 
 async def token_id(api: Api, role: str, *labs: str) -> str:
