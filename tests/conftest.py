@@ -49,9 +49,21 @@ def pg_server() -> Iterator[str]:
     if url:
         yield url
         return
+    import fcntl
+
     from ledger.db.embedded import start_embedded
 
-    server_url, handle = start_embedded(ROOT / ".ledger" / "test-pgdata", stop_on_exit=True)
+    pgdata = ROOT / ".ledger" / "test-pgdata"
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    # Under pytest-xdist every worker asks for the server at once: one starts it, the others
+    # join it (the wheel counts its users), one at a time. Two starting together read each
+    # other's half-written postmaster.pid.
+    with open(pgdata.parent / "test-pgdata.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            server_url, handle = start_embedded(pgdata, stop_on_exit=True)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
     yield server_url
     del handle
 

@@ -114,19 +114,7 @@ class Puller:
             errors=msgspec.to_builtins(result.errors),
             problems=result.problems_total,
         )
-        body = {
-            "definition": text,
-            "status": result.status,
-            "records": result.records,
-            "fetched": result.fetched,
-            "skipped": result.skipped,
-            "pages": msgspec.to_builtins(result.pages),
-            "errors": msgspec.to_builtins(result.errors),
-            "problems": msgspec.to_builtins(result.problems),
-            "cursor_from": result.cursor_from,
-            "cursor_to": None if result.cursor_to is None else msgspec.to_builtins(result.cursor_to),
-            "manifest_sha256": result.manifest_sha256 if result.manifest is not None else None,
-        }
+        body = {"definition": text, **result.record()}
         try:
             recorded = await self._retrying(
                 backoff, lambda: self._post(f"/connectors/{definition.name}/pulls", body, ok=(201,), need="sync_id")

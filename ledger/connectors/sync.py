@@ -100,6 +100,21 @@ class SyncResult(msgspec.Struct, kw_only=True):
     manifest_sha256: str | None = None
     manifest_bytes: int = 0
 
+    def record(self) -> dict[str, Any]:
+        """What the server records of the sync (connector_syncs; POST /connectors/{name}/pulls)."""
+        return {
+            "status": self.status,
+            "records": self.records,
+            "fetched": self.fetched,
+            "skipped": self.skipped,
+            "pages": msgspec.to_builtins(self.pages),
+            "errors": msgspec.to_builtins(self.errors),
+            "problems": msgspec.to_builtins(self.problems),
+            "cursor_from": self.cursor_from,
+            "cursor_to": None if self.cursor_to is None else msgspec.to_builtins(self.cursor_to),
+            "manifest_sha256": self.manifest_sha256 if self.manifest is not None else None,
+        }
+
 
 class _Mapper:
     def __init__(self, definition: SourceDefinition) -> None:

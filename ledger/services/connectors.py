@@ -250,6 +250,22 @@ async def register(
     caller's labs); the worker runs it on its schedule, if it has one."""
     definition = _checked(text, policies)
     require_lab(principal, definition.lab)
+    created, row = await _upsert(conn, principal, definition, scheduled=scheduled)
+    log.info("connector_registered", stage="connectors", connector=row.name, lab=row.lab, created=created)
+    audit_log.after_commit(
+        audit_log.event(
+            audit_log.CONNECTOR_REGISTERED,
+            actor=principal,
+            ledger=audit_log.LedgerFields(connector=row.name, lab=row.lab),
+        )
+    )
+    return created, _connector(row)
+
+
+async def _upsert(
+    conn: Conn, principal: Principal, definition: SourceDefinition, *, scheduled: bool
+) -> tuple[bool, db.ConnectorRow]:
+    """Register the source, or replace its definition; 409 if its name is another lab's."""
     await require_known(conn, [definition.lab])
     created, row = await db.upsert_connector(
         conn,
@@ -262,15 +278,7 @@ async def register(
     )
     if row.lab != definition.lab:
         raise Conflict("connector_lab_mismatch", f"the connector {definition.name!r} belongs to another lab")
-    log.info("connector_registered", stage="connectors", connector=row.name, lab=row.lab, created=created)
-    audit_log.after_commit(
-        audit_log.event(
-            audit_log.CONNECTOR_REGISTERED,
-            actor=principal,
-            ledger=audit_log.LedgerFields(connector=row.name, lab=row.lab),
-        )
-    )
-    return created, _connector(row)
+    return created, row
 
 
 async def _visible(conn: Executor, principal: Principal, name: str) -> db.ConnectorRow:
@@ -318,18 +326,7 @@ async def record_client_sync(
     _check_pages(name, body)
     require_lab(principal, definition.lab)
     async with conn.transaction():
-        await require_known(conn, [definition.lab])
-        _, row = await db.upsert_connector(
-            conn,
-            name=definition.name,
-            lab=definition.lab,
-            definition=definition.as_dict(),
-            schedule=definition.schedule,
-            scheduled=False,
-            created_by=principal.token_id,
-        )
-        if row.lab != definition.lab:
-            raise Conflict("connector_lab_mismatch", f"the connector {name!r} belongs to another lab")
+        await _upsert(conn, principal, definition, scheduled=False)
         sync_id = uuid.uuid4()
         await db.insert_sync(
             conn,
@@ -371,19 +368,13 @@ def _audit_sync_ended(row: db.SyncRow, *, actor: Principal | None = None) -> Non
 
 
 def _result_columns(result: ClientSync | SyncResult) -> dict[str, Any]:
-    cursor_to = result.cursor_to
-    return {
-        "status": result.status,
-        "records": result.records,
-        "fetched": result.fetched,
-        "skipped": result.skipped,
-        "pages": msgspec.to_builtins(result.pages),
-        "errors": msgspec.to_builtins(result.errors),
-        "problems": msgspec.to_builtins(result.problems),
-        "cursor_from": result.cursor_from,
-        "cursor_to": None if cursor_to is None else msgspec.to_builtins(cursor_to),
-        "manifest_sha256": result.manifest_sha256,
-    }
+    """What connector_syncs records of a sync: a worker's own, or what a pull sent (the same
+    members, SyncResult.record, beside its definition)."""
+    if isinstance(result, SyncResult):
+        return result.record()
+    columns: dict[str, Any] = msgspec.to_builtins(result)
+    del columns["definition"]
+    return columns
 
 
 # ---------------------------------------------------------------------------------- the worker
