@@ -19,7 +19,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["Fault", "Upstream", "inventory_records", "serving_upstream"]
+__all__ = ["INVENTORY_MAP", "Fault", "Upstream", "inventory_records", "serving_upstream"]
+
+# The `[map]` of a source definition (docs/connectors.md) for the records inventory_records
+# makes: each lab-inventory column from its upstream field.
+INVENTORY_MAP = """[map]
+asset_id = "tag"
+grant_code = "grant.code"
+category = "kind"
+quantity = "qty"
+location = "room"
+acquisition_date = "acquired"
+cas_number = "cas"
+hazard_class = "hazard"
+unit_cost = "cost"
+description = "name"
+"""
 
 
 @dataclass(frozen=True)

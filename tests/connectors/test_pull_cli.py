@@ -19,7 +19,7 @@ import stamina
 from ledger.cli.main import main
 from ledger.client.retry import ATTEMPTS
 from ledger.testing.checkout import POLICIES_DIR
-from ledger.testing.upstream import Upstream, inventory_records
+from ledger.testing.upstream import INVENTORY_MAP, Upstream, inventory_records
 
 SERVER = "http://ledger.test"
 UPSTREAM = "http://wms.test"
@@ -37,7 +37,8 @@ POLICY = {
     "descriptor": json.loads(_POLICY),
 }
 
-SOURCE = """
+SOURCE = (
+    """
 name = "{name}"
 lab = "chem-lab"
 policy = "lab-inventory"
@@ -62,19 +63,10 @@ page_size = 20
 field = "updated_at"
 param = "updated_since"
 
-[map]
-asset_id = "tag"
-grant_code = "grant.code"
-category = "kind"
-quantity = "qty"
-location = "room"
-acquisition_date = "acquired"
-cas_number = "cas"
-hazard_class = "hazard"
-unit_cost = "cost"
-description = "name"
-{column}
 """
+    + INVENTORY_MAP
+    + "{column}\n"
+)
 
 Fault = Callable[[dict[str, str]], httpx.Response | None]
 

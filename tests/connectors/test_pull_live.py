@@ -20,9 +20,10 @@ import pytest
 from ledger.config import Settings
 from ledger.testing.checkout import POLICIES_DIR, ROOT
 from ledger.testing.live import Served, serving_api
-from ledger.testing.upstream import Fault, Upstream, inventory_records, serving_upstream
+from ledger.testing.upstream import INVENTORY_MAP, Fault, Upstream, inventory_records, serving_upstream
 
-SOURCE = """
+SOURCE = (
+    """
 name = "bio-lims"
 lab = "chem-lab"
 policy = "lab-inventory"
@@ -46,19 +47,10 @@ page_size = 20
 field = "updated_at"
 param = "updated_since"
 
-[map]
-asset_id = "tag"
-grant_code = "grant.code"
-category = "kind"
-quantity = "qty"
-location = "room"
-acquisition_date = "acquired"
-cas_number = "cas"
-hazard_class = "hazard"
-unit_cost = "cost"
-description = "name"
-{extra}
 """
+    + INVENTORY_MAP
+    + "{extra}\n"
+)
 
 
 @pytest.fixture

@@ -19,9 +19,10 @@ from ledger.services import connectors
 from ledger.services.access import Principal
 from ledger.testing import Api
 from ledger.testing.checkout import ROOT
-from ledger.testing.upstream import Upstream, inventory_records, serving_upstream
+from ledger.testing.upstream import INVENTORY_MAP, Upstream, inventory_records, serving_upstream
 
-DEFINITION = """
+DEFINITION = (
+    """
 name = "{name}"
 lab = "chem-lab"
 policy = "lab-inventory"
@@ -39,18 +40,9 @@ type = "page"
 page_size_param = "limit"
 page_size = 50
 
-[map]
-asset_id = "tag"
-grant_code = "grant.code"
-category = "kind"
-quantity = "qty"
-location = "room"
-acquisition_date = "acquired"
-cas_number = "cas"
-hazard_class = "hazard"
-unit_cost = "cost"
-description = "name"
 """
+    + INVENTORY_MAP
+)
 
 EVERY_FIVE_MINUTES = "*/5 * * * *"
 NEW_YEAR = "0 0 1 1 *"

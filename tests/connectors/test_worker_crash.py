@@ -27,7 +27,7 @@ from ledger.db.verification import verify_ledger
 from ledger.services import connectors
 from ledger.services.access import Principal
 from ledger.testing.checkout import ROOT
-from ledger.testing.upstream import Upstream, inventory_records, serving_upstream
+from ledger.testing.upstream import INVENTORY_MAP, Upstream, inventory_records, serving_upstream
 
 T = TypeVar("T")
 
@@ -37,7 +37,8 @@ PAGE_SIZE = 20  # ten pages, fetched one after the other (cursor pagination)
 SLOW_PAGE_SECONDS = 0.3
 HEARTBEAT_TIMEOUT = 2
 
-DEFINITION = """
+DEFINITION = (
+    """
 name = "chem-wms"
 lab = "chem-lab"
 policy = "lab-inventory"
@@ -60,18 +61,9 @@ field = "updated_at"
 param = "updated_since"
 start = "2024-01-01T00:00:00Z"
 
-[map]
-asset_id = "tag"
-grant_code = "grant.code"
-category = "kind"
-quantity = "qty"
-location = "room"
-acquisition_date = "acquired"
-cas_number = "cas"
-hazard_class = "hazard"
-unit_cost = "cost"
-description = "name"
 """
+    + INVENTORY_MAP
+)
 
 
 @contextmanager

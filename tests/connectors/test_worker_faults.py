@@ -17,7 +17,7 @@ from collections import Counter
 from typing import Any
 
 from ledger.testing import Api
-from ledger.testing.upstream import Fault, Upstream, inventory_records, serving_upstream
+from ledger.testing.upstream import INVENTORY_MAP, Fault, Upstream, inventory_records, serving_upstream
 
 # Cursor pagination fetches one page after the other; offset pagination asks for up to
 # max_in_flight pages at once.
@@ -35,7 +35,8 @@ page_size_param = "limit"
 page_size = 10
 """
 
-DEFINITION = """
+DEFINITION = (
+    """
 name = "chem-wms"
 lab = "chem-lab"
 policy = "lab-inventory"
@@ -55,18 +56,9 @@ field = "updated_at"
 param = "updated_since"
 start = "2024-01-01T00:00:00Z"
 
-[map]
-asset_id = "tag"
-grant_code = "grant.code"
-category = "kind"
-quantity = "qty"
-location = "room"
-acquisition_date = "acquired"
-cas_number = "cas"
-hazard_class = "hazard"
-unit_cost = "cost"
-description = "name"
 """
+    + INVENTORY_MAP
+)
 
 
 async def _register(api: Api, url: str, *, pagination: str = CURSOR, attempts: int = 4) -> None:

@@ -11,9 +11,10 @@ from typing import Any
 
 from ledger.core.records import parse_receipt
 from ledger.testing import Api
-from ledger.testing.upstream import Fault, Upstream, inventory_records, serving_upstream
+from ledger.testing.upstream import INVENTORY_MAP, Fault, Upstream, inventory_records, serving_upstream
 
-DEFINITION = """
+DEFINITION = (
+    """
 name = "chem-wms"
 lab = "chem-lab"
 policy = "lab-inventory"
@@ -37,18 +38,9 @@ field = "updated_at"
 param = "updated_since"
 start = "2024-01-01T00:00:00Z"
 
-[map]
-asset_id = "tag"
-grant_code = "grant.code"
-category = "kind"
-quantity = "qty"
-location = "room"
-acquisition_date = "acquired"
-cas_number = "cas"
-hazard_class = "hazard"
-unit_cost = "cost"
-description = "name"
 """
+    + INVENTORY_MAP
+)
 
 
 async def _register(api: Api, url: str, role: str = "manager") -> dict[str, Any]:
