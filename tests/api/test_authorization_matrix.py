@@ -55,6 +55,7 @@ from ledger.testing import Api, manifest, running_api
 from ledger.testing.checkout import POLICIES_DIR
 from ledger.testing.databases import run_admin, with_database
 from ledger.testing.imports import create_import
+from ledger.testing.upstream import INVENTORY_MAP
 
 if TYPE_CHECKING:
     from litestar._kwargs import KwargsModel  # what HTTPRoute.route_handler_map holds
@@ -188,7 +189,8 @@ def source_definition(name: str) -> str:
     """A source of lab A on a port nothing listens on. A sync of it (the matrix starts some, and
     its worker runs them) fails at its first request: one attempt, no waiting, refused at once,
     so it ends within milliseconds and never holds up the worker's stop."""
-    return f"""
+    return (
+        f"""
 name = "{name}"
 lab = "{LAB_A}"
 policy = "lab-inventory"
@@ -203,16 +205,9 @@ timeout_seconds = 5
 type = "page"
 page_size_param = "limit"
 
-[map]
-asset_id = "tag"
-grant_code = "grant"
-category = "kind"
-quantity = "qty"
-location = "room"
-acquisition_date = "acquired"
-unit_cost = "cost"
-description = "name"
 """
+        + INVENTORY_MAP
+    )
 
 
 def new_source(c: Ctx) -> Req:

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from ledger.testing import Api, manifest
+from ledger.testing.upstream import INVENTORY_MAP
 
 CHEM = "chem-wms"
 BIO = "bio-wms"
@@ -23,7 +24,8 @@ ROW = "MX-0001,NIH-R01GM1,equipment,1,CHM-204,2024-01-15,,,10.00,Pulled"
 def source(name: str = CHEM, lab: str = "chem-lab", **extra: str) -> str:
     """A source's TOML definition; ``extra`` adds top-level keys, each value TOML as written."""
     more = "".join(f"{key} = {value}\n" for key, value in extra.items())
-    return f"""
+    return (
+        f"""
 name = "{name}"
 lab = "{lab}"
 policy = "lab-inventory"
@@ -35,16 +37,9 @@ key = "id"
 type = "page"
 page_size_param = "limit"
 
-[map]
-asset_id = "tag"
-grant_code = "grant"
-category = "kind"
-quantity = "qty"
-location = "room"
-acquisition_date = "acquired"
-unit_cost = "cost"
-description = "name"
 """
+        + INVENTORY_MAP
+    )
 
 
 def pull(name: str = CHEM, lab: str = "chem-lab", **overrides: Any) -> dict[str, Any]:

@@ -54,6 +54,26 @@ def test_canonical_bytes() -> None:
         assert canon(vector["value"]).hex() == vector["canonical_hex"], vector["name"]
 
 
+def receipt_object(r: dict[str, Any]) -> dict[str, Any]:
+    """A receipt (§4.3) from a vector's input, every member as the document lists it."""
+    return {
+        "batches": [{"batch_hash": h, "seq": s} for s, h in r["batches"]],
+        "lab": r["lab"],
+        "manifest_sha256": r["manifest_sha256"],
+        "outcomes_root": r["outcomes_root"],
+        "policy": {"name": r["policy_name"], "sha256": r["policy_sha256"], "version": r["policy_version"]},
+        "rows": {
+            "committed": r["rows_committed"],
+            "duplicate": r["rows_duplicate"],
+            "quarantined": r["rows_quarantined"],
+            "total": r["rows_total"],
+        },
+        "task_id": r["task_id"],
+        "type": "receipt",
+        "v": 1,
+    }
+
+
 def test_record_bytes_and_hashes() -> None:
     by_name = {v["name"]: v for v in load("records.json")}
     a = by_name["asset"]["input"]
@@ -73,25 +93,7 @@ def test_record_bytes_and_hashes() -> None:
         if outcome == "quarantined":
             obj["cells"] = i["cells"]
         assert leaf(canon(obj)).hex() == by_name[f"row_outcome {outcome}"]["leaf_hash"]
-    r = by_name["receipt"]["input"]
-    receipt = canon(
-        {
-            "batches": [{"batch_hash": h, "seq": s} for s, h in r["batches"]],
-            "lab": r["lab"],
-            "manifest_sha256": r["manifest_sha256"],
-            "outcomes_root": r["outcomes_root"],
-            "policy": {"name": r["policy_name"], "sha256": r["policy_sha256"], "version": r["policy_version"]},
-            "rows": {
-                "committed": r["rows_committed"],
-                "duplicate": r["rows_duplicate"],
-                "quarantined": r["rows_quarantined"],
-                "total": r["rows_total"],
-            },
-            "task_id": r["task_id"],
-            "type": "receipt",
-            "v": 1,
-        }
-    )
+    receipt = canon(receipt_object(by_name["receipt"]["input"]))
     assert leaf(receipt).hex() == by_name["receipt"]["leaf_hash"]
     h = by_name["batch header"]
     header = canon({**h["input"], "v": 1})
@@ -377,25 +379,7 @@ def test_connector_receipts() -> None:
     vectors = load("connectors.json")
     for vector in vectors["records"]:
         r = vector["input"]
-        data = canon(
-            {
-                "batches": [{"batch_hash": h, "seq": s} for s, h in r["batches"]],
-                "lab": r["lab"],
-                "manifest_sha256": r["manifest_sha256"],
-                "outcomes_root": r["outcomes_root"],
-                "policy": {"name": r["policy_name"], "sha256": r["policy_sha256"], "version": r["policy_version"]},
-                "rows": {
-                    "committed": r["rows_committed"],
-                    "duplicate": r["rows_duplicate"],
-                    "quarantined": r["rows_quarantined"],
-                    "total": r["rows_total"],
-                },
-                "source": r["source"],
-                "task_id": r["task_id"],
-                "type": "receipt",
-                "v": 1,
-            }
-        )
+        data = canon({**receipt_object(r), "source": r["source"]})
         assert data.hex() == vector["canonical_hex"], vector["name"]
         assert leaf(data).hex() == vector["leaf_hash"] and connector_source_valid(json.loads(data)["source"])
     for vector in vectors["malformed"]:
